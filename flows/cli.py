@@ -1,0 +1,355 @@
+"""The ``yuqing`` command line.
+
+Every command has ``--help``. Errors a user can fix (a bad argument, an unreachable broker, a
+missing model) end the command with one line on stderr and a non-zero exit code, never a
+traceback. Set ``YUQING_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "flows,storage,nlp,infra")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+
+try:  # typer >= 0.16 vendors click
+    from typer._click.exceptions import ClickException  # noqa: E402
+except ImportError:  # pragma: no cover
+    from click import ClickException  # noqa: E402
+
+app = typer.Typer(
+    name="yuqing",
+    help="yuqing (舆情): financial opinion monitor. Kafka → classifier → DuckDB → spike alerts.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+logger = logging.getLogger("flows.cli")
+
+
+class UserError(Exception):
+    """A failure to report as one line."""
+
+
+def _out(text: str = "") -> None:
+    typer.echo(text)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("kafka", "httpx", "urllib3", "apprise"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(**overrides):
+    from pydantic import ValidationError
+
+    from flows.config import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise UserError(f"invalid setting {where}: {first['msg']}") from e
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="A yuqing.toml to read.")] = None,
+) -> None:
+    """yuqing (舆情): financial opinion monitor."""
+    if config is not None:
+        if not config.is_file():
+            raise UserError(f"no such config file: {config}")
+        os.environ["YUQING_CONFIG"] = str(config)
+    _setup_logging(verbose)
+
+
+def _print_summary(summary: dict) -> None:
+    _out(f"run {summary['status']}: read {summary['messages_read']}, scored {summary['scored']}, "
+         f"duplicates {summary['duplicates']}, dead-lettered {summary['dead_lettered']}, "
+         f"alerts raised {summary['alerts_raised']}, notified {summary['alerts_notified']}, "
+         f"pending {summary['alerts_pending']}")  # fmt: skip
+
+
+def _print_mix(rows: list[dict]) -> None:
+    if not rows:
+        return
+    import pandas as pd
+
+    _out("\nSentiment per topic:")
+    _out(pd.DataFrame(rows).to_string(index=False))
+
+
+def _print_alerts(alerts: list[dict]) -> None:
+    _out(f"\nAlerts raised: {len(alerts)}")
+    for a in alerts:
+        _out(f"  [{a['severity']}] {a['topic']}: {a['observed']} negative items in "
+             f"{a['window_start']:%Y-%m-%d %H:%M}–{a['window_end']:%H:%M} UTC "
+             f"(expected {a['expected']:.1f}, score {a['score']:.1f})")  # fmt: skip
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the model, stream and database go.")] = Path(".demo"),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder with sentiment/train.csv and topic/train.csv; default: Hugging Face ids."),
+    ] = None,
+) -> None:
+    """Run everything on embedded defaults: broker, quick model, replayed stream, one flow run."""
+    from flows.demo import run_demo
+
+    result = run_demo(workdir=workdir, data_dir=data)
+    summary = result["summary"]
+    _out("\n=== yuqing demo ===")
+    _out(f"DuckDB file:  {result['db']}")
+    _out(f"Model:        {result['model']} ({'trained now' if result['trained'] else 'reused'})")
+    _out(f"Replayed:     {result['replayed']} messages (stream: {Path(result['workdir']) / 'stream.jsonl'})")
+    _print_summary(summary)
+    _print_mix(summary["sentiment_mix"])
+    _print_alerts(summary["alerts"])
+    _out(f"\nNotifications received by the local webhook: {len(result['notifications'])} "
+         f"(saved in {result['notifications_file']})")  # fmt: skip
+    for n in result["notifications"][:5]:
+        _out(f"  {n['payload'].get('title', n['payload'])}")
+    _out(f"\nQuery it:  yuqing sql --db {result['db']} \"SELECT topic, count(*) FROM scored_news GROUP BY ALL\"")
+
+
+@app.command()
+def run(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """One monitoring run: read up to the current end of the topic, score, store, alert."""
+    _settings()  # fail fast, in one line, on a bad setting
+    from flows.monitor import monitor
+
+    try:
+        summary = monitor()
+    except Exception as e:
+        raise UserError(f"run failed: {' '.join(str(e).split()) or type(e).__name__}") from e
+    if as_json:
+        _out(json.dumps(summary, default=str))
+    else:
+        _print_summary(summary)
+        _print_alerts(summary["alerts"])
+
+
+@app.command()
+def serve(
+    every: Annotated[str, typer.Option(help="Interval between runs, e.g. 30s, 5m, 1h.")] = "5m",
+    name: Annotated[str, typer.Option(help="Deployment name in Prefect.")] = "yuqing-monitor",
+) -> None:
+    """Serve the monitoring flow on a schedule through Prefect (needs a Prefect API or starts one)."""
+    from flows.config import parse_duration
+
+    try:
+        interval: timedelta = parse_duration(every)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--every") from None
+    _settings()
+    from flows.monitor import monitor
+
+    monitor.serve(name=name, interval=interval)
+
+
+@app.command()
+def train(
+    sentiment_data: Annotated[str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")],
+    topic_data: Annotated[str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")],
+    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    quick: Annotated[bool, typer.Option(help="Frozen encoder, heads only: minutes on a CPU.")] = False,
+    base: Annotated[str | None, typer.Option(help="Encoder: a Hugging Face id or a local path.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Train the two-headed classifier (sentiment and topic) and save it with its label maps."""
+    from nlp.data import load_labeled
+    from nlp.train import TrainConfig, train as train_model
+
+    overrides = {k: v for k, v in {"base": base, "epochs": epochs, "seed": seed}.items() if v is not None}
+    config = TrainConfig(quick=quick, **overrides)
+    report = train_model(
+        sentiment=load_labeled(sentiment_data), topic=load_labeled(topic_data), out_dir=out, config=config
+    )
+    _out(f"model saved to {out}")
+    for task_name in ("sentiment", "topic"):
+        metrics = report.get("dev", {}).get(task_name) or report.get(task_name, {})
+        if metrics:
+            _out(f"{task_name}: dev accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+                 f"ECE {metrics['ece']:.3f}")  # fmt: skip
+
+
+class Task(str, Enum):
+    sentiment = "sentiment"
+    topic = "topic"
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model directory.")],
+    task: Annotated[Task, typer.Option(help="Which head to evaluate.")],
+    data: Annotated[str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Evaluate one head on labelled data: accuracy, macro-F1, calibration error, per class."""
+    from nlp.data import load_labeled
+    from nlp.inference import Classifier, evaluate as evaluate_model
+    from nlp.metrics import classification_report_text
+
+    metrics = evaluate_model(Classifier.load(model), load_labeled(data), task=task.value)
+    if as_json:
+        _out(json.dumps(metrics))
+    else:
+        _out(f"{task.value}: n={metrics['n']} accuracy={metrics['accuracy']:.4f} "
+             f"macro_f1={metrics['macro_f1']:.4f} ece={metrics['ece']:.4f}")  # fmt: skip
+        _out(classification_report_text(metrics))
+
+
+@app.command()
+def classify(
+    model: Annotated[Path, typer.Option(help="Model directory.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Lines scored together.")] = 256,
+) -> None:
+    """Score text lines from stdin; write one JSON object per line to stdout."""
+    from nlp.inference import Classifier
+
+    classifier = Classifier.load(model)
+
+    def flush(lines: list[str]) -> None:
+        predictions = classifier.predict(lines).to_frame()
+        for text, row in zip(lines, predictions.to_dict("records"), strict=True):
+            sys.stdout.write(json.dumps({"text": text, **row}, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    pending: list[str] = []
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        pending.append(line)
+        if len(pending) >= batch_size:
+            flush(pending)
+            pending = []
+    if pending:
+        flush(pending)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL statement, read-only.")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB file (default: YUQING_DB).")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """Run a read-only SQL query against the yuqing database."""
+    from storage.queries import read_only_query
+
+    path = db or _settings().db
+    frame = read_only_query(path, query)
+    if output_format is OutputFormat.csv:
+        sys.stdout.write(frame.to_csv(index=False))
+    elif output_format is OutputFormat.json:
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200,
+                               "display.max_colwidth", 80):  # fmt: skip
+            _out(frame.to_string(index=False) if len(frame.columns) else "(no rows)")
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file of messages.")],
+    topic: Annotated[str | None, typer.Option(help="Kafka topic (default: YUQING_TOPIC).")] = None,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions if the topic is created.")] = 3,
+) -> None:
+    """Send a file of news messages into Kafka (JSON lines byte for byte; CSV/Parquet rows as JSON)."""
+    from flows.replay import replay_file
+
+    settings = _settings()
+    sent = replay_file(file, settings=settings, topic=topic or settings.topic, partitions=partitions)
+    _out(f"replayed {sent} messages into {topic or settings.topic!r} at {settings.kafka_bootstrap}")
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one.")] = 9092,
+    topic: Annotated[str, typer.Option(help="Topic to create once it is up.")] = "news",
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of that topic.")] = 3,
+) -> None:
+    """Start the embedded in-memory Kafka-compatible broker (tansu) and print its address."""
+    import time
+
+    from flows.config import Settings
+    from flows.kafka_io import ensure_topic
+    from infra.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=port) as embedded:
+        ensure_topic(
+            client_options=Settings(kafka_bootstrap=embedded.bootstrap).kafka_client_options(),
+            topic=topic, partitions=partitions,
+        )  # fmt: skip
+        _out(embedded.bootstrap)
+        _out(f"# export YUQING_KAFKA_BOOTSTRAP={embedded.bootstrap}   (Ctrl-C stops the broker; data is in memory)")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from flows.demo import DemoError
+    from flows.kafka_io import KafkaUnavailable
+    from flows.replay import ReplayError
+    from infra.broker import BrokerError
+    from nlp.data import DataError
+    from nlp.model import ModelError
+    from storage.db import StorageError
+
+    return (UserError, DemoError, KafkaUnavailable, ReplayError, BrokerError, DataError, ModelError, StorageError)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user-facing failures into one line on stderr."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    prefix = f"yuqing {command}".strip()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write(f"{prefix}: aborted\n")
+        raise SystemExit(130) from None
+    except ClickException as e:
+        sys.stderr.write(f"{prefix}: {e.format_message()} (see '{prefix} --help')\n")
+        raise SystemExit(e.exit_code) from None
+    except Exception as e:
+        if os.environ.get("YUQING_DEBUG") or not isinstance(e, _known_errors()):
+            raise
+        sys.stderr.write(f"{prefix}: {' '.join(str(e).split())}\n")
+        raise SystemExit(1) from None
+    raise SystemExit(code or 0)

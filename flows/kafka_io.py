@@ -1,0 +1,228 @@
+"""Reading and writing the news topic with kafka-python.
+
+The reader never joins a consumer group and never commits to Kafka: it ``assign()``s every
+partition and seeks to the offsets yuqing stored in DuckDB together with the results they
+produced. That is what makes a run exactly-once end to end, and it also skips the ~20 s group
+join. A run reads up to the end offsets it saw when it started, then stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+logger = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker could not be reached, or stopped answering; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    value: bytes | None
+
+
+def _describe(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def connect_with_retries(factory, *, what: str, bootstrap: str, attempts: int, delay_s: float = 2.0):
+    """Call ``factory()`` up to ``attempts`` times while the broker is unreachable."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return factory()
+        except (KafkaError, OSError) as e:
+            if attempt == attempts:
+                raise KafkaUnavailable(
+                    f"cannot reach Kafka at {bootstrap} for {what} after {attempts} attempts: "
+                    f"{_describe(e)}"
+                ) from e
+            logger.warning("Kafka at %s unreachable (%s); retrying", bootstrap, _describe(e))
+            time.sleep(delay_s * attempt)
+
+
+class TopicReader:
+    """Reads one topic, every partition, from stored offsets up to the end offsets at open."""
+
+    def __init__(
+        self, *, client_options: Mapping, topic: str, stored_offsets: Mapping[int, int],
+        timeout_s: float = 30.0, connect_attempts: int = 3,
+    ) -> None:  # fmt: skip
+        self.topic = topic
+        self.timeout_s = timeout_s
+        bootstrap = ",".join(client_options["bootstrap_servers"])
+        self._consumer = connect_with_retries(
+            lambda: KafkaConsumer(
+                **client_options,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024,
+            ),
+            what="reading",
+            bootstrap=bootstrap,
+            attempts=connect_attempts,
+        )
+        try:
+            partitions = self._consumer.partitions_for_topic(topic)
+            if not partitions:
+                raise KafkaUnavailable(f"topic {topic!r} does not exist on {bootstrap}")
+            self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
+            self._consumer.assign(self.partitions)
+            beginning = self._consumer.beginning_offsets(self.partitions)
+            self.end_offsets = {tp.partition: o for tp, o in self._consumer.end_offsets(self.partitions).items()}
+            self.start_offsets = {}
+            for tp in self.partitions:
+                first, end = beginning[tp], self.end_offsets[tp.partition]
+                start = stored_offsets.get(tp.partition, first)
+                if start < first:
+                    logger.warning(
+                        "partition %d: stored offset %d is before the log start %d "
+                        "(retention removed messages yuqing never read); starting at %d",
+                        tp.partition, start, first, first,
+                    )  # fmt: skip
+                    start = first
+                elif start > end:
+                    logger.warning(
+                        "partition %d: stored offset %d is past the log end %d (topic recreated?); "
+                        "re-reading from %d, stored ids are not scored twice",
+                        tp.partition, start, end, first,
+                    )  # fmt: skip
+                    start = first
+                self.start_offsets[tp.partition] = start
+                self._consumer.seek(tp, start)
+        except KafkaError as e:
+            self.close()
+            raise KafkaUnavailable(f"cannot read topic {topic!r} metadata: {_describe(e)}") from e
+        except BaseException:
+            self.close()
+            raise
+        self.positions = dict(self.start_offsets)
+        self._paused: set[int] = set()
+        for tp in self.partitions:
+            self._pause_if_done(tp)
+
+    @property
+    def lag(self) -> int:
+        """Messages left before the end offsets seen at open."""
+        return sum(max(0, self.end_offsets[p] - pos) for p, pos in self.positions.items())
+
+    @property
+    def done(self) -> bool:
+        return self.lag == 0
+
+    def _pause_if_done(self, tp: TopicPartition) -> None:
+        if self.positions[tp.partition] >= self.end_offsets[tp.partition] and tp.partition not in self._paused:
+            self._consumer.pause(tp)
+            self._paused.add(tp.partition)
+
+    def rewind(self) -> None:
+        """Seek back to the last positions handed out (used before a retried read)."""
+        for tp in self.partitions:
+            if tp.partition not in self._paused:
+                self._consumer.seek(tp, self.positions[tp.partition])
+
+    def read_batch(self, max_records: int) -> list[RawRecord]:
+        """Up to ``max_records`` records, in offset order per partition; [] when done."""
+        records: list[RawRecord] = []
+        deadline = time.monotonic() + self.timeout_s
+        while not self.done and len(records) < max_records:
+            polled = self._consumer.poll(timeout_ms=200, max_records=max_records - len(records))
+            if not polled:
+                if records:
+                    break
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(
+                        f"no data from Kafka for {self.timeout_s:.0f}s with {self.lag} messages "
+                        f"still to read on {self.topic!r}"
+                    )
+                continue
+            for tp, batch in polled.items():
+                end = self.end_offsets[tp.partition]
+                records.extend(
+                    RawRecord(tp.partition, r.offset, r.timestamp, r.value)
+                    for r in batch
+                    if r.offset < end
+                )
+                # The consumer's position also steps over gaps (transaction markers); records
+                # past the end seen at open are left for the next run.
+                self.positions[tp.partition] = min(end, self._consumer.position(tp))
+                self._pause_if_done(tp)
+        return records
+
+    def close(self) -> None:
+        consumer, self._consumer = getattr(self, "_consumer", None), None
+        if consumer is not None:
+            consumer.close()
+
+
+def ensure_topic(*, client_options: Mapping, topic: str, partitions: int = 3) -> bool:
+    """Create ``topic`` if it does not exist; True when it was created."""
+    bootstrap = ",".join(client_options["bootstrap_servers"])
+    admin = connect_with_retries(
+        lambda: KafkaAdminClient(**client_options), what="admin", bootstrap=bootstrap, attempts=3
+    )
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        logger.info("created topic %r with %d partitions", topic, partitions)
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()
+
+
+def open_producer(*, client_options: Mapping, attempts: int = 3) -> KafkaProducer:
+    bootstrap = ",".join(client_options["bootstrap_servers"])
+    return connect_with_retries(
+        lambda: KafkaProducer(**client_options, acks="all", linger_ms=20, retries=5),
+        what="producing",
+        bootstrap=bootstrap,
+        attempts=attempts,
+    )
+
+
+def produce(
+    producer: KafkaProducer, *, topic: str, messages: Iterable[tuple[bytes | None, bytes, int | None]],
+    progress=None, chunk: int = 10_000,
+) -> int:  # fmt: skip
+    """Send (key, value, timestamp_ms) triples, waiting for acknowledgements every ``chunk``."""
+    sent, futures = 0, []
+
+    def settle() -> None:
+        producer.flush()
+        for future in futures:
+            try:
+                future.get(timeout=30)
+            except KafkaError as e:
+                raise KafkaUnavailable(f"Kafka did not acknowledge a message: {_describe(e)}") from e
+        futures.clear()
+
+    for key, value, timestamp_ms in messages:
+        futures.append(producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms))
+        sent += 1
+        if progress is not None:
+            progress.update(1)
+        if len(futures) >= chunk:
+            settle()
+    settle()
+    return sent
+
+
+def message_key_value(message: Mapping) -> tuple[bytes | None, bytes]:
+    """Encode a message dict as (key = id, value = UTF-8 JSON)."""
+    key = message.get("id")
+    value = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    return (key.encode("utf-8") if isinstance(key, str) else None), value

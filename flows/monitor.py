@@ -1,0 +1,316 @@
+"""The monitoring flow: read new messages, classify, store, detect spikes, notify.
+
+One run reads the topic from the offsets stored in DuckDB up to the end offsets it sees when
+it starts. Each batch's results, dead letters and next offsets are committed in one DuckDB
+transaction, so a crash anywhere loses nothing and scores nothing twice. Retries sit on the
+I/O edges (Kafka, DuckDB, notifications); classification is deterministic and has none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run, task_run
+
+from flows.config import Settings
+from flows.kafka_io import RawRecord, TopicReader
+from flows.messages import BadMessage, parse_message
+from flows.notify import Notifier, render_alert
+from flows.spikes import SpikeRule, detect_spikes
+from nlp.inference import Classifier
+from storage import alerts as alert_store
+from storage.db import connect
+from storage.queries import sentiment_mix
+from storage.writer import StoreResult, known_ids, load_offsets, record_run, store_batch
+
+SUMMARY_ARTIFACT_KEY = "yuqing-run-summary"
+MIX_ARTIFACT_KEY = "yuqing-sentiment-mix"
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    db: str
+    model_version: str | None = None
+    status: str = "running"
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+    messages_read: int = 0
+    scored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    alerts_raised: int = 0
+    alerts_notified: int = 0
+    alerts_pending: int = 0
+    error: str | None = None
+    sentiment_mix: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ParsedBatch:
+    fresh: pd.DataFrame  # messages to classify: contract fields + Kafka coordinates
+    dead: pd.DataFrame  # topic, partition, offset, raw, error
+    duplicates: int  # valid messages whose id is already stored or earlier in the batch
+
+
+FRESH_COLUMNS = [
+    "id", "text", "published_at", "title", "source", "url", "lang", "tickers",
+    "kafka_topic", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+SCORE_COLUMNS = ["sentiment", "sentiment_score", "topic", "topic_score", "model_version"]
+
+
+def classification_input(frame: pd.DataFrame) -> list[str]:
+    """The text the model reads: the title, when there is one, then the body."""
+    return [
+        text if not title or text.startswith(title) else f"{title}\n{text}"
+        for title, text in zip(frame["title"], frame["text"], strict=True)
+    ]
+
+
+def parse_records(records: list[RawRecord], *, topic: str, max_text_chars: int, con) -> ParsedBatch:
+    """Validate raw records; drop ids already stored or repeated in the batch (first wins)."""
+    valid, dead = [], []
+    for record in records:
+        try:
+            message = parse_message(
+                record.value, kafka_timestamp_ms=record.timestamp_ms, max_text_chars=max_text_chars
+            )
+        except BadMessage as e:
+            dead.append((topic, record.partition, record.offset, record.value, str(e)))
+            continue
+        row = asdict(message)
+        row.update(kafka_topic=topic, kafka_partition=record.partition, kafka_offset=record.offset)
+        valid.append(row)
+    frame = pd.DataFrame(valid, columns=FRESH_COLUMNS)
+    stored = known_ids(con, frame["id"].unique().tolist())
+    fresh = frame[~frame["id"].isin(stored)].drop_duplicates("id", keep="first")
+    if not fresh.empty:
+        fresh = fresh.assign(published_at=pd.to_datetime(fresh["published_at"], utc=True))
+    return ParsedBatch(
+        fresh=fresh.reset_index(drop=True),
+        dead=pd.DataFrame(dead, columns=["topic", "partition", "offset", "raw", "error"]),
+        duplicates=len(frame) - len(fresh),
+    )
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def open_reader(settings: Settings, stored_offsets: dict[int, int]) -> TopicReader:
+    """Connect to Kafka and position every partition at its stored offset."""
+    reader = TopicReader(
+        client_options=settings.kafka_client_options(),
+        topic=settings.topic,
+        stored_offsets=stored_offsets,
+        timeout_s=settings.kafka_timeout_s,
+        connect_attempts=settings.kafka_connect_attempts,
+    )
+    _logger().info(
+        "reading %r: %d messages to read across %d partitions", settings.topic, reader.lag, len(reader.partitions)
+    )
+    return reader
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def read_batch(reader: TopicReader, max_records: int) -> list[RawRecord]:
+    """Read the next batch of raw records (a retry re-reads from the last good position)."""
+    if task_run.run_count > 1:
+        reader.rewind()
+    return reader.read_batch(max_records)
+
+
+@task(cache_policy=NO_CACHE)
+def classify(classifier: Classifier, fresh: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    """Score sentiment and topic for every fresh message in one pass of the model."""
+    if fresh.empty:
+        return fresh.assign(**{column: None for column in SCORE_COLUMNS})
+    predictions = classifier.predict(classification_input(fresh), batch_size=batch_size)
+    scored = fresh.copy()
+    scored["sentiment"] = predictions.sentiment
+    scored["sentiment_score"] = predictions.sentiment_score.astype("float64")
+    scored["topic"] = predictions.topic
+    scored["topic_score"] = predictions.topic_score.astype("float64")
+    scored["model_version"] = classifier.model_version
+    return scored
+
+
+@task(retries=2, retry_delay_seconds=[1, 3], cache_policy=NO_CACHE)
+def store(con, scored: pd.DataFrame, dead: pd.DataFrame, settings: Settings, next_offsets: dict[int, int], run_id: str) -> StoreResult:
+    """Commit results, dead letters and next offsets in one transaction."""
+    return store_batch(
+        con, scored=scored, dead_letters=dead, consumer=settings.consumer_name,
+        topic=settings.topic, next_offsets=next_offsets, run_id=run_id,
+    )  # fmt: skip
+
+
+@task(cache_policy=NO_CACHE)
+def detect(con, settings: Settings, run_id: str) -> pd.DataFrame:
+    """Raise an alert for each window this run touched whose negative count spikes."""
+    rule = SpikeRule(
+        window=settings.window_delta, baseline=settings.baseline_delta,
+        min_count=settings.alert_min_count, threshold=settings.alert_threshold,
+    )  # fmt: skip
+    candidates = alert_store.windows_of_run(con, run_id=run_id, window=rule.window)
+    if candidates.empty:
+        return candidates
+    counts = alert_store.window_counts(
+        con,
+        topics=sorted(candidates["topic"].unique()),
+        since=candidates["window_start"].min() - rule.baseline,
+        until=candidates["window_start"].max() + rule.window,
+        window=rule.window,
+    )
+    spikes = detect_spikes(counts, candidates=candidates, rule=rule)
+    if spikes.empty:
+        return spikes
+    spikes["sentiment"] = "negative"
+    spikes["run_id"] = run_id
+    spikes["headlines"] = [
+        alert_store.top_headlines(con, topic=s.topic, sentiment="negative", start=s.window_start, end=s.window_end)
+        for s in spikes.itertuples()
+    ]
+    raised = alert_store.insert_alerts(con, spikes)
+    for alert in raised.itertuples():
+        _logger().warning(
+            "ALERT %s: negative surge in %s at %s (%d vs %.1f expected)",
+            alert.severity, alert.topic, alert.window_start, alert.observed, alert.expected,
+        )  # fmt: skip
+    return raised
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def notify(con, settings: Settings) -> tuple[int, int]:
+    """Deliver pending alerts; raise (and so retry) while any delivery fails."""
+    pending = alert_store.pending_alerts(con)
+    if pending.empty:
+        return 0, 0
+    notifier = Notifier(settings.alert_url_list())
+    if not notifier.configured:
+        _logger().warning("%d alert(s) pending: no YUQING_ALERT_URLS configured", len(pending))
+        return 0, len(pending)
+    delivered = 0
+    for alert in pending.to_dict("records"):
+        ok = notifier.send(render_alert(alert))
+        alert_store.record_delivery(
+            con, alert_id=alert["alert_id"], delivered=ok, error=None if ok else "notification not delivered"
+        )
+        delivered += ok
+    failed = len(pending) - delivered
+    if failed:
+        raise RuntimeError(f"{failed} of {len(pending)} alert(s) not delivered; they stay pending")
+    return delivered, 0
+
+
+def publish_summary(summary: RunSummary) -> None:
+    """Publish the run summary as Prefect artifacts under stable keys."""
+    mix = pd.DataFrame(summary.sentiment_mix)
+    lines = [
+        f"# yuqing run {summary.status}",
+        "",
+        "| messages read | scored | duplicates | dead-lettered | alerts raised | notified | pending |",
+        "|---|---|---|---|---|---|---|",
+        f"| {summary.messages_read} | {summary.scored} | {summary.duplicates} | {summary.dead_lettered} "
+        f"| {summary.alerts_raised} | {summary.alerts_notified} | {summary.alerts_pending} |",
+        "",
+        f"Model `{summary.model_version}`, database `{summary.db}`.",
+    ]
+    if summary.error:
+        lines += ["", f"**Error:** {summary.error}"]
+    if summary.alerts:
+        lines += ["", "## Alerts raised", ""]
+        lines += [
+            f"- **{a['severity']}** {a['topic']} {a['window_start']:%Y-%m-%d %H:%M} UTC: "
+            f"{a['observed']} negative vs {a['expected']:.1f} expected"
+            for a in summary.alerts
+        ]
+    if not mix.empty:
+        lines += ["", "## Sentiment per topic (this run)", "", mix.to_markdown(index=False)]
+    create_markdown_artifact(markdown="\n".join(lines), key=SUMMARY_ARTIFACT_KEY, description="yuqing run summary")
+    if not mix.empty:
+        create_table_artifact(table=mix.to_dict("records"), key=MIX_ARTIFACT_KEY, description="sentiment per topic")
+
+
+@flow(name="yuqing-monitor", log_prints=False)
+def monitor() -> dict:
+    """One monitoring run against the configured Kafka topic and DuckDB file."""
+    settings = Settings()
+    log = _logger()
+    run_id = str(flow_run.id or f"local-{time.time_ns()}")
+    summary = RunSummary(run_id=run_id, db=str(settings.db))
+    con = connect(settings.db, lock_timeout_s=60)
+    reader = None
+    try:
+        classifier = Classifier.load(settings.model, device=settings.device)
+        summary.model_version = classifier.model_version
+        stored = load_offsets(con, consumer=settings.consumer_name, topic=settings.topic)
+        reader = open_reader(settings, stored)
+        while not reader.done:
+            records = read_batch(reader, settings.read_batch_size)
+            if not records:
+                break
+            parsed = parse_records(
+                records, topic=settings.topic, max_text_chars=settings.max_text_chars, con=con
+            )
+            scored = classify(classifier, parsed.fresh, settings.inference_batch_size)
+            result = store(con, scored, parsed.dead, settings, dict(reader.positions), run_id)
+            summary.messages_read += len(records)
+            summary.scored += result.inserted
+            summary.duplicates += parsed.duplicates + result.duplicates
+            summary.dead_lettered += result.dead_lettered
+            log.info(
+                "batch stored: %d read, %d scored, %d dead-lettered, %d to go",
+                len(records), result.inserted, result.dead_lettered, reader.lag,
+            )  # fmt: skip
+        raised = detect(con, settings, run_id)
+        summary.alerts_raised = len(raised)
+        summary.alerts = raised.drop(columns=["headlines"], errors="ignore").to_dict("records")
+        state = notify(con, settings, return_state=True)
+        if state.is_completed():
+            summary.alerts_notified, summary.alerts_pending = state.result()
+        else:
+            summary.alerts_pending = len(alert_store.pending_alerts(con))
+            log.warning("alert delivery failed; %d alert(s) stay pending for the next run", summary.alerts_pending)
+        summary.sentiment_mix = sentiment_mix(con, run_id=run_id).to_dict("records")
+        summary.status = "completed"
+    except BaseException as e:
+        summary.status = "failed"
+        summary.error = " ".join(str(e).split()) or type(e).__name__
+        raise
+    finally:
+        if reader is not None:
+            reader.close()
+        summary.finished_at = datetime.now(UTC)
+        _finish(con, summary)
+    publish_summary(summary)
+    return summary.as_dict()
+
+
+def _finish(con, summary: RunSummary) -> None:
+    """Record the run in ``runs`` and close the database; never mask the run's own error."""
+    try:
+        record_run(
+            con,
+            {k: v for k, v in summary.as_dict().items() if k not in ("db", "alerts_pending", "sentiment_mix", "alerts")},
+        )
+    except Exception as e:  # noqa: BLE001 - the run's own outcome matters more
+        logging.getLogger(__name__).error("could not record the run: %s", e)
+    finally:
+        con.close()
