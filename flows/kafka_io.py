@@ -82,7 +82,7 @@ class TopicReader:
             self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
             self._consumer.assign(self.partitions)
             beginning = self._consumer.beginning_offsets(self.partitions)
-            self.end_offsets = {tp.partition: o for tp, o in self._consumer.end_offsets(self.partitions).items()}
+            self.end_offsets = self._snapshot_end_offsets(beginning)
             self.start_offsets = {}
             for tp in self.partitions:
                 first, end = beginning[tp], self.end_offsets[tp.partition]
@@ -113,6 +113,30 @@ class TopicReader:
         self._paused: set[int] = set()
         for tp in self.partitions:
             self._pause_if_done(tp)
+
+    def _snapshot_end_offsets(self, beginning: Mapping[TopicPartition, int]) -> dict[int, int]:
+        """End offsets now: the larger of ListOffsets(latest) and a fetch's high watermark.
+
+        They agree on Apache Kafka. Some Kafka-compatible brokers (tansu 0.6, used by the demo
+        and the tests) answer ListOffsets with the base offset of the last record batch plus
+        one, so a fetch from there supplies the true high watermark.
+        """
+        listed = self._consumer.end_offsets(self.partitions)
+        ends = {tp.partition: listed[tp] for tp in self.partitions}
+        pending = [tp for tp in self.partitions if listed[tp] > beginning[tp]]
+        for tp in pending:
+            self._consumer.seek(tp, listed[tp] - 1)
+        deadline = time.monotonic() + self.timeout_s
+        while pending and time.monotonic() < deadline:
+            self._consumer.poll(timeout_ms=100, max_records=1)
+            for tp in list(pending):
+                highwater = self._consumer.highwater(tp)
+                if highwater is not None:
+                    ends[tp.partition] = max(ends[tp.partition], highwater)
+                    pending.remove(tp)
+        if pending:
+            raise KafkaUnavailable(f"no fetch answer from Kafka within {self.timeout_s:.0f}s on {self.topic!r}")
+        return ends
 
     @property
     def lag(self) -> int:

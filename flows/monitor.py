@@ -219,6 +219,14 @@ def notify(con, settings: Settings) -> tuple[int, int]:
     return delivered, 0
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-style markdown table of a small frame."""
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
 def publish_summary(summary: RunSummary) -> None:
     """Publish the run summary as Prefect artifacts under stable keys."""
     mix = pd.DataFrame(summary.sentiment_mix)
@@ -242,7 +250,7 @@ def publish_summary(summary: RunSummary) -> None:
             for a in summary.alerts
         ]
     if not mix.empty:
-        lines += ["", "## Sentiment per topic (this run)", "", mix.to_markdown(index=False)]
+        lines += ["", "## Sentiment per topic (this run)", "", markdown_table(mix)]
     create_markdown_artifact(markdown="\n".join(lines), key=SUMMARY_ARTIFACT_KEY, description="yuqing run summary")
     if not mix.empty:
         create_table_artifact(table=mix.to_dict("records"), key=MIX_ARTIFACT_KEY, description="sentiment per topic")
