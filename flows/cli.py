@@ -52,8 +52,10 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("kafka", "httpx", "urllib3", "apprise"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("httpx", "urllib3", "apprise"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # kafka-python logs every refused connection at ERROR; yuqing reports the outcome itself.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def _settings(**overrides):
@@ -141,6 +143,7 @@ def run(
     _settings()  # fail fast, in one line, on a bad setting
     from flows.monitor import monitor
 
+    _console_without_known_tracebacks()
     try:
         summary = monitor()
     except Exception as e:
@@ -323,6 +326,23 @@ def broker(
             pass
 
 
+class _DropKnownTracebacks(logging.Filter):
+    """Console only: expected failures print as their message; the Prefect API keeps it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], _known_errors()):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _console_without_known_tracebacks() -> None:
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropKnownTracebacks())
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
     from flows.demo import DemoError
     from flows.kafka_io import KafkaUnavailable
@@ -340,7 +360,7 @@ def main() -> None:
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     prefix = f"yuqing {command}".strip()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="yuqing")
     except typer.Abort:
         sys.stderr.write(f"{prefix}: aborted\n")
         raise SystemExit(130) from None
@@ -353,3 +373,7 @@ def main() -> None:
         sys.stderr.write(f"{prefix}: {' '.join(str(e).split())}\n")
         raise SystemExit(1) from None
     raise SystemExit(code or 0)
+
+
+if __name__ == "__main__":
+    main()
