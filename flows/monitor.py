@@ -187,7 +187,7 @@ def detect(con, settings: Settings, run_id: str) -> pd.DataFrame:
         alert_store.top_headlines(con, topic=s.topic, sentiment="negative", start=s.window_start, end=s.window_end)
         for s in spikes.itertuples()
     ]
-    raised = alert_store.insert_alerts(con, spikes)
+    raised = alert_store.insert_alerts(con, spikes).sort_values(["window_start", "topic"], ignore_index=True)
     for alert in raised.itertuples():
         _logger().warning(
             "ALERT %s: negative surge in %s at %s (%d vs %.1f expected)",
