@@ -112,3 +112,23 @@ def test_unreachable_broker_fails_clearly_and_writes_no_batch(yuqing_env, monkey
     assert db_rows(db, "SELECT count(*) FROM consumer_offsets")[0][0] == 0
     status, error = db_rows(db, "SELECT status, error FROM runs")[0]
     assert status == "failed" and "cannot reach Kafka" in error
+
+
+def test_each_run_publishes_its_summary_artifacts(yuqing_env, broker, topic_name):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.monitor import MIX_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, monitor
+
+    produce_values(broker.bootstrap, topic_name, [encode(m) for m in surge_messages(prefix="art")])
+    summary = monitor()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY, MIX_ARTIFACT_KEY]))
+        )
+    mine = [a for a in artifacts if str(a.flow_run_id) == summary["run_id"]]
+    by_key = {a.key: a for a in mine}
+    assert set(by_key) == {SUMMARY_ARTIFACT_KEY, MIX_ARTIFACT_KEY}
+    markdown = by_key[SUMMARY_ARTIFACT_KEY].data
+    assert f"| {summary['messages_read']} | {summary['scored']} |" in markdown
+    assert "Energy | Oil" in markdown.replace("\\|", "|")
