@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -86,10 +86,12 @@ def main_options(
 
 
 def _print_summary(summary: dict) -> None:
-    _out(f"run {summary['status']}: read {summary['messages_read']}, scored {summary['scored']}, "
-         f"duplicates {summary['duplicates']}, dead-lettered {summary['dead_lettered']}, "
-         f"alerts raised {summary['alerts_raised']}, notified {summary['alerts_notified']}, "
-         f"pending {summary['alerts_pending']}")  # fmt: skip
+    _out(
+        f"run {summary['status']}: read {summary['messages_read']}, scored {summary['scored']}, "
+        f"duplicates {summary['duplicates']}, dead-lettered {summary['dead_lettered']}, "
+        f"alerts raised {summary['alerts_raised']}, notified {summary['alerts_notified']}, "
+        f"pending {summary['alerts_pending']}"
+    )
 
 
 def _print_mix(rows: list[dict]) -> None:
@@ -104,17 +106,23 @@ def _print_mix(rows: list[dict]) -> None:
 def _print_alerts(alerts: list[dict]) -> None:
     _out(f"\nAlerts raised: {len(alerts)}")
     for a in alerts:
-        _out(f"  [{a['severity']}] {a['topic']}: {a['observed']} negative items in "
-             f"{a['window_start']:%Y-%m-%d %H:%M}–{a['window_end']:%H:%M} UTC "
-             f"(expected {a['expected']:.1f}, score {a['score']:.1f})")  # fmt: skip
+        _out(
+            f"  [{a['severity']}] {a['topic']}: {a['observed']} negative items in "
+            f"{a['window_start']:%Y-%m-%d %H:%M}–{a['window_end']:%H:%M} UTC "
+            f"(expected {a['expected']:.1f}, score {a['score']:.1f})"
+        )
 
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the model, stream and database go.")] = Path(".demo"),
+    workdir: Annotated[Path, typer.Option(help="Where the model, stream and database go.")] = Path(
+        ".demo"
+    ),
     data: Annotated[
         Path | None,
-        typer.Option(help="Folder with sentiment/train.csv and topic/train.csv; default: Hugging Face ids."),
+        typer.Option(
+            help="Folder with sentiment/train.csv and topic/train.csv; default: Hugging Face ids."
+        ),
     ] = None,
 ) -> None:
     """Run everything on embedded defaults: broker, quick model, replayed stream, one flow run."""
@@ -125,15 +133,21 @@ def demo(
     _out("\n=== yuqing demo ===")
     _out(f"DuckDB file:  {result['db']}")
     _out(f"Model:        {result['model']} ({'trained now' if result['trained'] else 'reused'})")
-    _out(f"Replayed:     {result['replayed']} messages (stream: {Path(result['workdir']) / 'stream.jsonl'})")
+    _out(
+        f"Replayed:     {result['replayed']} messages (stream: {Path(result['workdir']) / 'stream.jsonl'})"
+    )
     _print_summary(summary)
     _print_mix(summary["sentiment_mix"])
     _print_alerts(summary["alerts"])
-    _out(f"\nNotifications received by the local webhook: {len(result['notifications'])} "
-         f"(saved in {result['notifications_file']})")  # fmt: skip
+    _out(
+        f"\nNotifications received by the local webhook: {len(result['notifications'])} "
+        f"(saved in {result['notifications_file']})"
+    )
     for n in result["notifications"][:5]:
         _out(f"  {n['payload'].get('title', n['payload'])}")
-    _out(f"\nQuery it:  yuqing sql --db {result['db']} \"SELECT topic, count(*) FROM scored_news GROUP BY ALL\"")
+    _out(
+        f'\nQuery it:  yuqing sql --db {result["db"]} "SELECT topic, count(*) FROM scored_news GROUP BY ALL"'
+    )
 
 
 @app.command()
@@ -176,32 +190,48 @@ def serve(
 
 @app.command()
 def train(
-    sentiment_data: Annotated[str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")],
-    topic_data: Annotated[str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")],
+    sentiment_data: Annotated[
+        str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")
+    ],
+    topic_data: Annotated[
+        str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")
+    ],
     out: Annotated[Path, typer.Option(help="Model directory to write.")],
-    quick: Annotated[bool, typer.Option(help="Frozen encoder, heads only: minutes on a CPU.")] = False,
-    base: Annotated[str | None, typer.Option(help="Encoder: a Hugging Face id or a local path.")] = None,
+    quick: Annotated[
+        bool, typer.Option(help="Frozen encoder, heads only: minutes on a CPU.")
+    ] = False,
+    base: Annotated[
+        str | None, typer.Option(help="Encoder: a Hugging Face id or a local path.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
 ) -> None:
     """Train the two-headed classifier (sentiment and topic) and save it with its label maps."""
     from nlp.data import load_labeled
-    from nlp.train import TrainConfig, train as train_model
+    from nlp.train import TrainConfig
+    from nlp.train import train as train_model
 
-    overrides = {k: v for k, v in {"base": base, "epochs": epochs, "seed": seed}.items() if v is not None}
+    overrides = {
+        k: v for k, v in {"base": base, "epochs": epochs, "seed": seed}.items() if v is not None
+    }
     config = TrainConfig(quick=quick, **overrides)
     report = train_model(
-        sentiment=load_labeled(sentiment_data), topic=load_labeled(topic_data), out_dir=out, config=config
+        sentiment=load_labeled(sentiment_data),
+        topic=load_labeled(topic_data),
+        out_dir=out,
+        config=config,
     )
     _out(f"model saved to {out}")
     for task_name in ("sentiment", "topic"):
         metrics = report.get("dev", {}).get(task_name) or report.get(task_name, {})
         if metrics:
-            _out(f"{task_name}: dev accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-                 f"ECE {metrics['ece']:.3f}")  # fmt: skip
+            _out(
+                f"{task_name}: dev accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
+                f"ECE {metrics['ece']:.3f}"
+            )
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     sentiment = "sentiment"
     topic = "topic"
 
@@ -210,20 +240,25 @@ class Task(str, Enum):
 def evaluate(
     model: Annotated[Path, typer.Option(help="Model directory.")],
     task: Annotated[Task, typer.Option(help="Which head to evaluate.")],
-    data: Annotated[str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")],
+    data: Annotated[
+        str, typer.Option(help="CSV/Parquet (text,label) or a Hugging Face dataset id.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate one head on labelled data: accuracy, macro-F1, calibration error, per class."""
     from nlp.data import load_labeled
-    from nlp.inference import Classifier, evaluate as evaluate_model
+    from nlp.inference import Classifier
+    from nlp.inference import evaluate as evaluate_model
     from nlp.metrics import classification_report_text
 
     metrics = evaluate_model(Classifier.load(model), load_labeled(data), task=task.value)
     if as_json:
         _out(json.dumps(metrics))
     else:
-        _out(f"{task.value}: n={metrics['n']} accuracy={metrics['accuracy']:.4f} "
-             f"macro_f1={metrics['macro_f1']:.4f} ece={metrics['ece']:.4f}")  # fmt: skip
+        _out(
+            f"{task.value}: n={metrics['n']} accuracy={metrics['accuracy']:.4f} "
+            f"macro_f1={metrics['macro_f1']:.4f} ece={metrics['ece']:.4f}"
+        )
         _out(classification_report_text(metrics))
 
 
@@ -256,7 +291,7 @@ def classify(
         flush(pending)
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -266,7 +301,9 @@ class OutputFormat(str, Enum):
 def sql(
     query: Annotated[str, typer.Argument(help="One SQL statement, read-only.")],
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default: YUQING_DB).")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.table,
 ) -> None:
     """Run a read-only SQL query against the yuqing database."""
     from storage.queries import read_only_query
@@ -276,12 +313,22 @@ def sql(
     if output_format is OutputFormat.csv:
         sys.stdout.write(frame.to_csv(index=False))
     elif output_format is OutputFormat.json:
-        sys.stdout.write(frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n")
+        sys.stdout.write(
+            frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n"
+        )
     else:
         import pandas as pd
 
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200,
-                               "display.max_colwidth", 80):  # fmt: skip
+        with pd.option_context(
+            "display.max_rows",
+            200,
+            "display.max_columns",
+            50,
+            "display.width",
+            200,
+            "display.max_colwidth",
+            80,
+        ):
             _out(frame.to_string(index=False) if len(frame.columns) else "(no rows)")
 
 
@@ -295,13 +342,17 @@ def replay(
     from flows.replay import replay_file
 
     settings = _settings()
-    sent = replay_file(file, settings=settings, topic=topic or settings.topic, partitions=partitions)
+    sent = replay_file(
+        file, settings=settings, topic=topic or settings.topic, partitions=partitions
+    )
     _out(f"replayed {sent} messages into {topic or settings.topic!r} at {settings.kafka_bootstrap}")
 
 
 @app.command()
 def broker(
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one.")] = 9092,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one.")
+    ] = 9092,
     topic: Annotated[str, typer.Option(help="Topic to create once it is up.")] = "news",
     partitions: Annotated[int, typer.Option(min=1, help="Partitions of that topic.")] = 3,
 ) -> None:
@@ -315,10 +366,13 @@ def broker(
     with EmbeddedBroker(port=port) as embedded:
         ensure_topic(
             client_options=Settings(kafka_bootstrap=embedded.bootstrap).kafka_client_options(),
-            topic=topic, partitions=partitions,
-        )  # fmt: skip
+            topic=topic,
+            partitions=partitions,
+        )
         _out(embedded.bootstrap)
-        _out(f"# export YUQING_KAFKA_BOOTSTRAP={embedded.bootstrap}   (Ctrl-C stops the broker; data is in memory)")
+        _out(
+            f"# export YUQING_KAFKA_BOOTSTRAP={embedded.bootstrap}   (Ctrl-C stops the broker; data is in memory)"
+        )
         sys.stdout.flush()
         try:
             while True:
@@ -353,7 +407,16 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from nlp.model import ModelError
     from storage.db import StorageError
 
-    return (UserError, DemoError, KafkaUnavailable, ReplayError, BrokerError, DataError, ModelError, StorageError)
+    return (
+        UserError,
+        DemoError,
+        KafkaUnavailable,
+        ReplayError,
+        BrokerError,
+        DataError,
+        ModelError,
+        StorageError,
+    )
 
 
 def main() -> None:

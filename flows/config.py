@@ -129,7 +129,9 @@ class Settings(BaseSettings):
             "bootstrap_timeout_ms": int(min(self.kafka_timeout_s, 10.0) * 1000),
         }
         if self.kafka_security_protocol.startswith("SASL"):
-            if not (self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
+            if not (
+                self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+            ):
                 raise ValueError(
                     "SASL needs YUQING_KAFKA_SASL_MECHANISM, YUQING_KAFKA_SASL_USERNAME "
                     "and YUQING_KAFKA_SASL_PASSWORD"

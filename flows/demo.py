@@ -32,7 +32,8 @@ HUB_DATASETS = {
     "topic": "zeroshot/twitter-financial-news-topic",
 }
 SURGE_PATTERN = re.compile(
-    r"\b(?:oil|crude|opec|brent|wti|natural gas|energy|exxon|chevron|shale|refiner\w*|petroleum)\b", re.I
+    r"\b(?:oil|crude|opec|brent|wti|natural gas|energy|exxon|chevron|shale|refiner\w*|petroleum)\b",
+    re.I,
 )
 CASHTAG = re.compile(r"\$([A-Z]{1,6})\b")
 
@@ -88,13 +89,20 @@ def _message(message_id: str, text: str, published_at: datetime, source: str) ->
 
 
 def build_demo_stream(
-    *, sentiment: pd.DataFrame, topic: pd.DataFrame, end: datetime, n_background: int = 3000,
-    n_surge: int = 60, seed: int = 7,
-) -> list[bytes]:  # fmt: skip
+    *,
+    sentiment: pd.DataFrame,
+    topic: pd.DataFrame,
+    end: datetime,
+    n_background: int = 3000,
+    n_surge: int = 60,
+    seed: int = 7,
+) -> list[bytes]:
     """The demo's Kafka values, in publication order, malformed ones included."""
     rng = np.random.default_rng(seed)
     start = end - timedelta(hours=24)
-    surge_pool = sentiment[(sentiment["label"] == "negative") & sentiment["text"].str.contains(SURGE_PATTERN)]
+    surge_pool = sentiment[
+        (sentiment["label"] == "negative") & sentiment["text"].str.contains(SURGE_PATTERN)
+    ]
     if len(surge_pool) < 20:
         raise DemoError("the sentiment data has too few negative energy headlines to stage a surge")
     surge = surge_pool.sample(n=min(n_surge, len(surge_pool)), random_state=seed)
@@ -109,7 +117,12 @@ def build_demo_stream(
     surge_start = start + timedelta(hours=20)
     surge_seconds = np.sort(rng.uniform(0, 20 * 60, size=len(surge)))
     items += [
-        _message(f"demo-surge-{i:04d}", text, surge_start + timedelta(seconds=float(s)), "demo-energy-desk")
+        _message(
+            f"demo-surge-{i:04d}",
+            text,
+            surge_start + timedelta(seconds=float(s)),
+            "demo-energy-desk",
+        )
         for i, (text, s) in enumerate(zip(surge["text"], surge_seconds, strict=True))
     ]
     items.sort(key=lambda m: m["published_at"])
@@ -132,7 +145,9 @@ def load_demo_data(sources: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]
     return load_labeled(sources["sentiment"]), load_labeled(sources["topic"])
 
 
-def ensure_model(paths: DemoPaths, sources: dict[str, str], sentiment: pd.DataFrame, topic: pd.DataFrame) -> bool:
+def ensure_model(
+    paths: DemoPaths, sources: dict[str, str], sentiment: pd.DataFrame, topic: pd.DataFrame
+) -> bool:
     """Train a quick model into the workdir unless one is there; True when it trained."""
     if (paths.model / "yuqing_model.json").is_file():
         logger.info("using the model already in %s", paths.model)
@@ -162,9 +177,10 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
     values = build_demo_stream(sentiment=sentiment, topic=topic, end=end)
     paths.stream.write_bytes(b"\n".join(values) + b"\n")
 
-    with EmbeddedBroker(log_path=paths.workdir / "broker.log") as broker, WebhookReceiver(
-        record_path=paths.notifications
-    ) as receiver:
+    with (
+        EmbeddedBroker(log_path=paths.workdir / "broker.log") as broker,
+        WebhookReceiver(record_path=paths.notifications) as receiver,
+    ):
         env = {
             "YUQING_KAFKA_BOOTSTRAP": broker.bootstrap,
             "YUQING_TOPIC": "news",
@@ -177,7 +193,9 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
         os.environ.update(env)
         try:
             settings = Settings()
-            replayed = replay_file(paths.stream, settings=settings, topic=settings.topic, partitions=3)
+            replayed = replay_file(
+                paths.stream, settings=settings, topic=settings.topic, partitions=3
+            )
             summary = monitor()
         finally:
             for key, value in previous.items():

@@ -37,7 +37,9 @@ def _describe(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def connect_with_retries(factory, *, what: str, bootstrap: str, attempts: int, delay_s: float = 2.0):
+def connect_with_retries(
+    factory, *, what: str, bootstrap: str, attempts: int, delay_s: float = 2.0
+):
     """Call ``factory()`` up to ``attempts`` times while the broker is unreachable."""
     for attempt in range(1, attempts + 1):
         try:
@@ -56,9 +58,14 @@ class TopicReader:
     """Reads one topic, every partition, from stored offsets up to the end offsets at open."""
 
     def __init__(
-        self, *, client_options: Mapping, topic: str, stored_offsets: Mapping[int, int],
-        timeout_s: float = 30.0, connect_attempts: int = 3,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        client_options: Mapping,
+        topic: str,
+        stored_offsets: Mapping[int, int],
+        timeout_s: float = 30.0,
+        connect_attempts: int = 3,
+    ) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
         bootstrap = ",".join(client_options["bootstrap_servers"])
@@ -91,15 +98,21 @@ class TopicReader:
                     logger.warning(
                         "partition %d: stored offset %d is before the log start %d "
                         "(retention removed messages yuqing never read); starting at %d",
-                        tp.partition, start, first, first,
-                    )  # fmt: skip
+                        tp.partition,
+                        start,
+                        first,
+                        first,
+                    )
                     start = first
                 elif start > end:
                     logger.warning(
                         "partition %d: stored offset %d is past the log end %d (topic recreated?); "
                         "re-reading from %d, stored ids are not scored twice",
-                        tp.partition, start, end, first,
-                    )  # fmt: skip
+                        tp.partition,
+                        start,
+                        end,
+                        first,
+                    )
                     start = first
                 self.start_offsets[tp.partition] = start
                 self._consumer.seek(tp, start)
@@ -135,7 +148,9 @@ class TopicReader:
                     ends[tp.partition] = max(ends[tp.partition], highwater)
                     pending.remove(tp)
         if pending:
-            raise KafkaUnavailable(f"no fetch answer from Kafka within {self.timeout_s:.0f}s on {self.topic!r}")
+            raise KafkaUnavailable(
+                f"no fetch answer from Kafka within {self.timeout_s:.0f}s on {self.topic!r}"
+            )
         return ends
 
     @property
@@ -148,7 +163,10 @@ class TopicReader:
         return self.lag == 0
 
     def _pause_if_done(self, tp: TopicPartition) -> None:
-        if self.positions[tp.partition] >= self.end_offsets[tp.partition] and tp.partition not in self._paused:
+        if (
+            self.positions[tp.partition] >= self.end_offsets[tp.partition]
+            and tp.partition not in self._paused
+        ):
             self._consumer.pause(tp)
             self._paused.add(tp.partition)
 
@@ -219,9 +237,13 @@ def open_producer(*, client_options: Mapping, attempts: int = 3) -> KafkaProduce
 
 
 def produce(
-    producer: KafkaProducer, *, topic: str, messages: Iterable[tuple[bytes | None, bytes, int | None]],
-    progress=None, chunk: int = 10_000,
-) -> int:  # fmt: skip
+    producer: KafkaProducer,
+    *,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes, int | None]],
+    progress=None,
+    chunk: int = 10_000,
+) -> int:
     """Send (key, value, timestamp_ms) triples, waiting for acknowledgements every ``chunk``."""
     sent, futures = 0, []
 
@@ -231,7 +253,9 @@ def produce(
             try:
                 future.get(timeout=30)
             except KafkaError as e:
-                raise KafkaUnavailable(f"Kafka did not acknowledge a message: {_describe(e)}") from e
+                raise KafkaUnavailable(
+                    f"Kafka did not acknowledge a message: {_describe(e)}"
+                ) from e
         futures.clear()
 
     for key, value, timestamp_ms in messages:

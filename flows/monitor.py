@@ -73,9 +73,18 @@ class ParsedBatch:
 
 
 FRESH_COLUMNS = [
-    "id", "text", "published_at", "title", "source", "url", "lang", "tickers",
-    "kafka_topic", "kafka_partition", "kafka_offset",
-]  # fmt: skip
+    "id",
+    "text",
+    "published_at",
+    "title",
+    "source",
+    "url",
+    "lang",
+    "tickers",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+]
 SCORE_COLUMNS = ["sentiment", "sentiment_score", "topic", "topic_score", "model_version"]
 
 
@@ -124,7 +133,10 @@ def open_reader(settings: Settings, stored_offsets: dict[int, int]) -> TopicRead
         connect_attempts=settings.kafka_connect_attempts,
     )
     _logger().info(
-        "reading %r: %d messages to read across %d partitions", settings.topic, reader.lag, len(reader.partitions)
+        "reading %r: %d messages to read across %d partitions",
+        settings.topic,
+        reader.lag,
+        len(reader.partitions),
     )
     return reader
 
@@ -153,21 +165,35 @@ def classify(classifier: Classifier, fresh: pd.DataFrame, batch_size: int) -> pd
 
 
 @task(retries=2, retry_delay_seconds=[1, 3], cache_policy=NO_CACHE)
-def store(con, scored: pd.DataFrame, dead: pd.DataFrame, settings: Settings, next_offsets: dict[int, int], run_id: str) -> StoreResult:
+def store(
+    con,
+    scored: pd.DataFrame,
+    dead: pd.DataFrame,
+    settings: Settings,
+    next_offsets: dict[int, int],
+    run_id: str,
+) -> StoreResult:
     """Commit results, dead letters and next offsets in one transaction."""
     return store_batch(
-        con, scored=scored, dead_letters=dead, consumer=settings.consumer_name,
-        topic=settings.topic, next_offsets=next_offsets, run_id=run_id,
-    )  # fmt: skip
+        con,
+        scored=scored,
+        dead_letters=dead,
+        consumer=settings.consumer_name,
+        topic=settings.topic,
+        next_offsets=next_offsets,
+        run_id=run_id,
+    )
 
 
 @task(cache_policy=NO_CACHE)
 def detect(con, settings: Settings, run_id: str) -> pd.DataFrame:
     """Raise an alert for each window this run touched whose negative count spikes."""
     rule = SpikeRule(
-        window=settings.window_delta, baseline=settings.baseline_delta,
-        min_count=settings.alert_min_count, threshold=settings.alert_threshold,
-    )  # fmt: skip
+        window=settings.window_delta,
+        baseline=settings.baseline_delta,
+        min_count=settings.alert_min_count,
+        threshold=settings.alert_threshold,
+    )
     candidates = alert_store.windows_of_run(con, run_id=run_id, window=rule.window)
     if candidates.empty:
         return candidates
@@ -184,15 +210,23 @@ def detect(con, settings: Settings, run_id: str) -> pd.DataFrame:
     spikes["sentiment"] = "negative"
     spikes["run_id"] = run_id
     spikes["headlines"] = [
-        alert_store.top_headlines(con, topic=s.topic, sentiment="negative", start=s.window_start, end=s.window_end)
+        alert_store.top_headlines(
+            con, topic=s.topic, sentiment="negative", start=s.window_start, end=s.window_end
+        )
         for s in spikes.itertuples()
     ]
-    raised = alert_store.insert_alerts(con, spikes).sort_values(["window_start", "topic"], ignore_index=True)
+    raised = alert_store.insert_alerts(con, spikes).sort_values(
+        ["window_start", "topic"], ignore_index=True
+    )
     for alert in raised.itertuples():
         _logger().warning(
             "ALERT %s: negative surge in %s at %s (%d vs %.1f expected)",
-            alert.severity, alert.topic, alert.window_start, alert.observed, alert.expected,
-        )  # fmt: skip
+            alert.severity,
+            alert.topic,
+            alert.window_start,
+            alert.observed,
+            alert.expected,
+        )
     return raised
 
 
@@ -210,7 +244,10 @@ def notify(con, settings: Settings) -> tuple[int, int]:
     for alert in pending.to_dict("records"):
         ok = notifier.send(render_alert(alert))
         alert_store.record_delivery(
-            con, alert_id=alert["alert_id"], delivered=ok, error=None if ok else "notification not delivered"
+            con,
+            alert_id=alert["alert_id"],
+            delivered=ok,
+            error=None if ok else "notification not delivered",
         )
         delivered += ok
     failed = len(pending) - delivered
@@ -223,7 +260,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-style markdown table of a small frame."""
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows])
 
 
@@ -251,9 +291,13 @@ def publish_summary(summary: RunSummary) -> None:
         ]
     if not mix.empty:
         lines += ["", "## Sentiment per topic (this run)", "", markdown_table(mix)]
-    create_markdown_artifact(markdown="\n".join(lines), key=SUMMARY_ARTIFACT_KEY, description="yuqing run summary")
+    create_markdown_artifact(
+        markdown="\n".join(lines), key=SUMMARY_ARTIFACT_KEY, description="yuqing run summary"
+    )
     if not mix.empty:
-        create_table_artifact(table=mix.to_dict("records"), key=MIX_ARTIFACT_KEY, description="sentiment per topic")
+        create_table_artifact(
+            table=mix.to_dict("records"), key=MIX_ARTIFACT_KEY, description="sentiment per topic"
+        )
 
 
 @flow(name="yuqing-monitor", log_prints=False)
@@ -285,8 +329,11 @@ def monitor() -> dict:
             summary.dead_lettered += result.dead_lettered
             log.info(
                 "batch stored: %d read, %d scored, %d dead-lettered, %d to go",
-                len(records), result.inserted, result.dead_lettered, reader.lag,
-            )  # fmt: skip
+                len(records),
+                result.inserted,
+                result.dead_lettered,
+                reader.lag,
+            )
         raised = detect(con, settings, run_id)
         summary.alerts_raised = len(raised)
         summary.alerts = raised.drop(columns=["headlines"], errors="ignore").to_dict("records")
@@ -295,7 +342,10 @@ def monitor() -> dict:
             summary.alerts_notified, summary.alerts_pending = state.result()
         else:
             summary.alerts_pending = len(alert_store.pending_alerts(con))
-            log.warning("alert delivery failed; %d alert(s) stay pending for the next run", summary.alerts_pending)
+            log.warning(
+                "alert delivery failed; %d alert(s) stay pending for the next run",
+                summary.alerts_pending,
+            )
         summary.sentiment_mix = sentiment_mix(con, run_id=run_id).to_dict("records")
         summary.status = "completed"
     except BaseException as e:
@@ -316,7 +366,11 @@ def _finish(con, summary: RunSummary) -> None:
     try:
         record_run(
             con,
-            {k: v for k, v in summary.as_dict().items() if k not in ("db", "alerts_pending", "sentiment_mix", "alerts")},
+            {
+                k: v
+                for k, v in summary.as_dict().items()
+                if k not in ("db", "alerts_pending", "sentiment_mix", "alerts")
+            },
         )
     except Exception as e:  # noqa: BLE001 - the run's own outcome matters more
         logging.getLogger(__name__).error("could not record the run: %s", e)

@@ -55,7 +55,9 @@ class Notifier:
                 # Never echo the URL: it may hold a token.
                 self.bad_urls += 1
         if self.bad_urls:
-            logger.error("%d alert URL(s) were not understood by apprise and are ignored", self.bad_urls)
+            logger.error(
+                "%d alert URL(s) were not understood by apprise and are ignored", self.bad_urls
+            )
 
     @property
     def configured(self) -> bool:

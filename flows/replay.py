@@ -67,9 +67,12 @@ def _table_records(frame: pd.DataFrame) -> Iterator[Record]:
         raise ReplayError(f"the file needs a 'text' column; it has {list(frame.columns)}")
     for row in frame.to_dict("records"):
         message = {
-            k: v for k, v in row.items()
-            if k in CONTRACT_FIELDS and v is not None and not (isinstance(v, float) and math.isnan(v))
-        }  # fmt: skip
+            k: v
+            for k, v in row.items()
+            if k in CONTRACT_FIELDS
+            and v is not None
+            and not (isinstance(v, float) and math.isnan(v))
+        }
         if "tickers" in message:
             message["tickers"] = _tickers(message["tickers"])
         if "id" not in message:  # stable, so replaying a file twice redelivers, never duplicates
@@ -103,7 +106,9 @@ def stream_records(path: Path) -> tuple[int, Iterator[Record]]:
     return len(frame), _table_records(frame)
 
 
-def replay_file(path: Path, *, settings: Settings, topic: str, partitions: int = 3, progress: bool = True) -> int:
+def replay_file(
+    path: Path, *, settings: Settings, topic: str, partitions: int = 3, progress: bool = True
+) -> int:
     """Send every record of ``path`` to ``topic`` (created if missing); return the count sent."""
     count, records = stream_records(Path(path))
     options = settings.kafka_client_options()

@@ -83,10 +83,15 @@ def detect_spikes(
     columns = ["topic", "window_start", "window_end", "observed", "expected", "score", "severity"]
     if candidates.empty:
         return pd.DataFrame(columns=columns)
-    by_topic = {topic: frame.set_index("window_start")["negative"] for topic, frame in counts.groupby("topic")}
+    by_topic = {
+        topic: frame.set_index("window_start")["negative"]
+        for topic, frame in counts.groupby("topic")
+    }
     n_baseline = max(1, int(rule.baseline / rule.window))
     rows = []
-    for topic, window_start in candidates[["topic", "window_start"]].drop_duplicates().itertuples(index=False):
+    for topic, window_start in (
+        candidates[["topic", "window_start"]].drop_duplicates().itertuples(index=False)
+    ):
         series = by_topic.get(topic)
         observed = int(series.get(window_start, 0)) if series is not None else 0
         if observed < rule.min_count:
@@ -104,6 +109,14 @@ def detect_spikes(
         score = -poisson_log10_tail(observed, expected)
         if score >= rule.threshold:
             rows.append(
-                (topic, window_start, window_start + rule.window, observed, expected, score, severity_for(score))
+                (
+                    topic,
+                    window_start,
+                    window_start + rule.window,
+                    observed,
+                    expected,
+                    score,
+                    severity_for(score),
+                )
             )
     return pd.DataFrame(rows, columns=columns)

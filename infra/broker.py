@@ -66,7 +66,14 @@ class EmbeddedBroker:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
-                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                [
+                    broker_binary(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the terminal is ours to handle, not tansu's
@@ -89,7 +96,9 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"tansu did not listen on {self.bootstrap} within {self.startup_timeout_s}s")
+        raise BrokerError(
+            f"tansu did not listen on {self.bootstrap} within {self.startup_timeout_s}s"
+        )
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): clients see an unreachable broker, data is kept."""

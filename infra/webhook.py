@@ -45,7 +45,9 @@ class WebhookReceiver:
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, name="webhook-receiver", daemon=True
+        ).start()
         return self
 
     def _record(self, path: str, body: bytes) -> None:

@@ -11,10 +11,22 @@ import pandas as pd
 from storage.db import transaction, translate_errors
 
 ALERT_COLUMNS = (
-    "alert_id", "topic", "sentiment", "window_start", "window_end", "observed", "expected",
-    "score", "severity", "headlines", "created_at", "notified_at", "notify_attempts",
-    "last_error", "run_id",
-)  # fmt: skip
+    "alert_id",
+    "topic",
+    "sentiment",
+    "window_start",
+    "window_end",
+    "observed",
+    "expected",
+    "score",
+    "severity",
+    "headlines",
+    "created_at",
+    "notified_at",
+    "notify_attempts",
+    "last_error",
+    "run_id",
+)
 
 
 def _interval(delta: timedelta) -> str:
@@ -42,11 +54,16 @@ def windows_of_run(
 
 
 def window_counts(
-    con: duckdb.DuckDBPyConnection, *, topics: list[str], since: datetime, until: datetime,
-    window: timedelta, sentiment: str = "negative",
-) -> pd.DataFrame:  # fmt: skip
+    con: duckdb.DuckDBPyConnection,
+    *,
+    topics: list[str],
+    since: datetime,
+    until: datetime,
+    window: timedelta,
+    sentiment: str = "negative",
+) -> pd.DataFrame:
     """Per topic and window in [since, until): the count of ``sentiment`` items (non-empty only)."""
-    probe = pd.DataFrame({"topic": pd.Series(topics, dtype="string")})
+    probe = pd.DataFrame({"topic": pd.Series(topics, dtype="string")})  # noqa: F841 - read by the SQL below
     with translate_errors("counting items per window"):
         return con.execute(
             f"""
@@ -61,9 +78,14 @@ def window_counts(
 
 
 def top_headlines(
-    con: duckdb.DuckDBPyConnection, *, topic: str, sentiment: str, start: datetime, end: datetime,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    topic: str,
+    sentiment: str,
+    start: datetime,
+    end: datetime,
     limit: int = 3,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The most confident distinct headlines of a window (title, else text)."""
     with translate_errors("reading headlines"):
         rows = con.execute(
@@ -84,7 +106,12 @@ def insert_alerts(con: duckdb.DuckDBPyConnection, alerts: pd.DataFrame) -> pd.Da
         return alerts
     frame = alerts.copy()
     frame["alert_id"] = [
-        alert_key(topic=r.topic, sentiment=r.sentiment, window_start=r.window_start, window_end=r.window_end)
+        alert_key(
+            topic=r.topic,
+            sentiment=r.sentiment,
+            window_start=r.window_start,
+            window_end=r.window_end,
+        )
         for r in frame.itertuples()
     ]
     frame["created_at"] = datetime.now(UTC)
@@ -114,7 +141,9 @@ def pending_alerts(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         ).df()
 
 
-def record_delivery(con: duckdb.DuckDBPyConnection, *, alert_id: str, delivered: bool, error: str | None) -> None:
+def record_delivery(
+    con: duckdb.DuckDBPyConnection, *, alert_id: str, delivered: bool, error: str | None
+) -> None:
     """Mark one delivery attempt: delivered alerts get notified_at, failed ones keep pending."""
     with translate_errors("recording an alert delivery"):
         con.execute(

@@ -48,7 +48,9 @@ def connect(
     """
     path = Path(path)
     if read_only and not path.exists():
-        raise StorageError(f"no yuqing database at {path}: run 'yuqing run' (or 'yuqing demo') first")
+        raise StorageError(
+            f"no yuqing database at {path}: run 'yuqing run' (or 'yuqing demo') first"
+        )
     if not read_only:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,23 @@ import pandas as pd
 from storage.db import transaction, translate_errors
 
 NEWS_COLUMNS = (
-    "id", "published_at", "source", "title", "text", "url", "lang", "tickers",
-    "sentiment", "sentiment_score", "topic", "topic_score", "model_version",
-    "kafka_topic", "kafka_partition", "kafka_offset",
-)  # fmt: skip
+    "id",
+    "published_at",
+    "source",
+    "title",
+    "text",
+    "url",
+    "lang",
+    "tickers",
+    "sentiment",
+    "sentiment_score",
+    "topic",
+    "topic_score",
+    "model_version",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
 DEAD_LETTER_COLUMNS = ("topic", "partition", "offset", "raw", "error")
 
 
@@ -41,7 +54,7 @@ def known_ids(con: duckdb.DuckDBPyConnection, ids: list[str]) -> set[str]:
     """The subset of ``ids`` already stored (redeliveries), so they need no scoring."""
     if not ids:
         return set()
-    probe = pd.DataFrame({"id": pd.Series(ids, dtype="string")})
+    probe = pd.DataFrame({"id": pd.Series(ids, dtype="string")})  # noqa: F841 - read by the SQL below
     with translate_errors("looking up stored ids"):
         rows = con.execute("SELECT n.id FROM news n JOIN probe p ON n.id = p.id").fetchall()
     return {row[0] for row in rows}
@@ -77,7 +90,9 @@ def store_batch(
     now = datetime.now(UTC)
     batch_news = scored.loc[:, list(NEWS_COLUMNS)].drop_duplicates("id", keep="first")
     batch_news = batch_news.assign(ingested_at=now, run_id=run_id)
-    batch_dead = dead_letters.loc[:, list(DEAD_LETTER_COLUMNS)].assign(received_at=now, run_id=run_id)
+    batch_dead = dead_letters.loc[:, list(DEAD_LETTER_COLUMNS)].assign(
+        received_at=now, run_id=run_id
+    )
     batch_offsets = pd.DataFrame(
         {
             "consumer": consumer,
@@ -100,10 +115,12 @@ def store_batch(
                 """
             ).fetchone()
             (dead,) = con.execute(
-                'INSERT INTO dead_letters BY NAME SELECT * FROM batch_dead ON CONFLICT DO NOTHING'
+                "INSERT INTO dead_letters BY NAME SELECT * FROM batch_dead ON CONFLICT DO NOTHING"
             ).fetchone()
             if len(batch_offsets):
-                con.execute("INSERT OR REPLACE INTO consumer_offsets BY NAME SELECT * FROM batch_offsets")
+                con.execute(
+                    "INSERT OR REPLACE INTO consumer_offsets BY NAME SELECT * FROM batch_offsets"
+                )
         finally:
             for name in ("batch_news", "batch_dead", "batch_offsets"):
                 con.unregister(name)

@@ -43,7 +43,10 @@ def synthetic_labeled(seed: int = 0, n: int = 240) -> tuple[pd.DataFrame, pd.Dat
         rng.shuffle(words)
         sentiment.append((" ".join(words), s))
         topic.append((" ".join(words), t))
-    return (pd.DataFrame(sentiment, columns=["text", "label"]), pd.DataFrame(topic, columns=["text", "label"]))
+    return (
+        pd.DataFrame(sentiment, columns=["text", "label"]),
+        pd.DataFrame(topic, columns=["text", "label"]),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     base = make_tiny_base(root / "base")
     sentiment, topic = synthetic_labeled()
     out = root / "model"
-    train(sentiment=sentiment, topic=topic, out_dir=out, config=TrainConfig(base=base, quick=True, quick_steps=150))
+    train(
+        sentiment=sentiment,
+        topic=topic,
+        out_dir=out,
+        config=TrainConfig(base=base, quick=True, quick_steps=150),
+    )
     return out
 
 
@@ -131,7 +139,9 @@ def encode(message: dict) -> bytes:
     return json.dumps(message).encode()
 
 
-def surge_messages(*, topic_word: str = "oil", end: datetime | None = None, prefix: str = "m") -> list[dict]:
+def surge_messages(
+    *, topic_word: str = "oil", end: datetime | None = None, prefix: str = "m"
+) -> list[dict]:
     """Six hours of sparse mixed news, then a burst of negative items on one topic."""
     end = end or datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
     start = end - timedelta(hours=6)
@@ -139,10 +149,16 @@ def surge_messages(*, topic_word: str = "oil", end: datetime | None = None, pref
     for i in range(72):  # one item every 5 minutes, rotating topics and sentiments
         s = ["reports", "soars", "plunges"][i % 3] if i % 9 else "reports"
         t = ["fed", "earnings", "oil"][i % 3]
-        messages.append(news(f"{prefix}-bg-{i}", f"{t} {s} item{i}", start + timedelta(minutes=5 * i)))
+        messages.append(
+            news(f"{prefix}-bg-{i}", f"{t} {s} item{i}", start + timedelta(minutes=5 * i))
+        )
     burst_start = end - timedelta(minutes=30)
     for i in range(12):
         messages.append(
-            news(f"{prefix}-surge-{i}", f"{topic_word} plunges crash warning item{i}", burst_start + timedelta(seconds=20 * i))
+            news(
+                f"{prefix}-surge-{i}",
+                f"{topic_word} plunges crash warning item{i}",
+                burst_start + timedelta(seconds=20 * i),
+            )
         )
     return messages

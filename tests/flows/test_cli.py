@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import encode, news, produce_values
+from tests.conftest import encode, news
 
 COMMANDS = ["demo", "run", "serve", "train", "eval", "classify", "sql", "replay", "broker"]
 
@@ -17,9 +17,12 @@ COMMANDS = ["demo", "run", "serve", "train", "eval", "classify", "sql", "replay"
 def yuqing(*args: str, env: dict | None = None, stdin: str | None = None, timeout: float = 240):
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
-        input=stdin, capture_output=True, text=True, timeout=timeout,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -66,7 +69,9 @@ def test_bad_setting_is_one_line(tmp_path):
 
 def test_replay_run_then_sql_through_the_cli(yuqing_env, broker, topic_name, tmp_path, prefect_api):
     stream = tmp_path / "stream.jsonl"
-    lines = [encode(news(f"cli-{i}", f"oil plunges item{i}", published_at=None)) for i in range(5)] + [b"{broken"]
+    lines = [
+        encode(news(f"cli-{i}", f"oil plunges item{i}", published_at=None)) for i in range(5)
+    ] + [b"{broken"]
     stream.write_bytes(b"\n".join(lines) + b"\n")
     replayed = yuqing("replay", str(stream), "--topic", topic_name)
     assert replayed.returncode == 0, replayed.stderr
@@ -77,7 +82,9 @@ def test_replay_run_then_sql_through_the_cli(yuqing_env, broker, topic_name, tmp
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert (summary["messages_read"], summary["scored"], summary["dead_lettered"]) == (6, 5, 1)
 
-    query = yuqing("sql", "SELECT id, sentiment, topic FROM scored_news ORDER BY id", "--format", "json")
+    query = yuqing(
+        "sql", "SELECT id, sentiment, topic FROM scored_news ORDER BY id", "--format", "json"
+    )
     assert query.returncode == 0, query.stderr
     assert [row["id"] for row in json.loads(query.stdout)] == [f"cli-{i}" for i in range(5)]
     table = yuqing("sql", "SELECT count(*) AS n FROM dead_letters")
@@ -102,11 +109,16 @@ def test_run_against_a_dead_broker_exits_nonzero_with_the_reason(yuqing_env, pre
 
 
 def test_classify_reads_stdin_and_writes_json_lines(tiny_model_dir):
-    result = yuqing("classify", "--model", str(tiny_model_dir), stdin="oil plunges crash\n\nfed soars rally\n")
+    result = yuqing(
+        "classify", "--model", str(tiny_model_dir), stdin="oil plunges crash\n\nfed soars rally\n"
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in rows] == ["oil plunges crash", "fed soars rally"]
-    assert all(r["sentiment"] in {"negative", "neutral", "positive"} and 0 < r["topic_score"] <= 1 for r in rows)
+    assert all(
+        r["sentiment"] in {"negative", "neutral", "positive"} and 0 < r["topic_score"] <= 1
+        for r in rows
+    )
 
 
 def test_eval_json_reports_metrics(tiny_model_dir, tmp_path):
@@ -115,7 +127,9 @@ def test_eval_json_reports_metrics(tiny_model_dir, tmp_path):
     sentiment, _ = synthetic_labeled(seed=3, n=60)
     data = tmp_path / "sentiment.csv"
     sentiment.to_csv(data, index=False)
-    result = yuqing("eval", "--model", str(tiny_model_dir), "--task", "sentiment", "--data", str(data), "--json")
+    result = yuqing(
+        "eval", "--model", str(tiny_model_dir), "--task", "sentiment", "--data", str(data), "--json"
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["task"] == "sentiment" and metrics["n"] == 60
@@ -123,5 +137,11 @@ def test_eval_json_reports_metrics(tiny_model_dir, tmp_path):
     assert metrics["accuracy"] > 0.5  # the synthetic words are easy; chance is 1/3
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nsome text,furious\n")
-    unknown = yuqing("eval", "--model", str(tiny_model_dir), "--task", "sentiment", "--data", str(bad))
-    assert unknown.returncode == 1 and "furious" in unknown.stderr and "Traceback" not in unknown.stderr
+    unknown = yuqing(
+        "eval", "--model", str(tiny_model_dir), "--task", "sentiment", "--data", str(bad)
+    )
+    assert (
+        unknown.returncode == 1
+        and "furious" in unknown.stderr
+        and "Traceback" not in unknown.stderr
+    )

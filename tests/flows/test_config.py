@@ -41,9 +41,11 @@ def test_secrets_never_show_in_repr_or_public_dict(clean_env):
     token = "xoxb-SECRET-TOKEN-123"
     settings = Settings(
         alert_urls=f"slack://{token}/#risk,json://127.0.0.1:9/x",
-        kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
-        kafka_sasl_username="svc", kafka_sasl_password="hunter2-pw",
-    )  # fmt: skip
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="hunter2-pw",
+    )
     assert settings.alert_url_list()[0] == f"slack://{token}/#risk"
     for text in (repr(settings), str(settings), str(settings.public_dict())):
         assert token not in text and "hunter2-pw" not in text
@@ -53,19 +55,26 @@ def test_secrets_never_show_in_repr_or_public_dict(clean_env):
 def test_kafka_security_options_are_plumbed(clean_env, tmp_path):
     ca = tmp_path / "ca.pem"
     options = Settings(
-        kafka_bootstrap="k1:9093,k2:9093", kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism="SCRAM-SHA-256", kafka_sasl_username="svc", kafka_sasl_password="pw",
+        kafka_bootstrap="k1:9093,k2:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="pw",
         kafka_ssl_cafile=ca,
-    ).kafka_client_options()  # fmt: skip
+    ).kafka_client_options()
     assert options["bootstrap_servers"] == ["k1:9093", "k2:9093"]
-    assert options["security_protocol"] == "SASL_SSL" and options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert (
+        options["security_protocol"] == "SASL_SSL" and options["sasl_mechanism"] == "SCRAM-SHA-256"
+    )
     assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("svc", "pw")
     assert options["ssl_cafile"] == str(ca)
     with pytest.raises(ValueError, match="SASL needs"):
         Settings(kafka_security_protocol="SASL_PLAINTEXT").kafka_client_options()
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1.5h", 5400), ("7d", 604800)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1.5h", 5400), ("7d", 604800)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 

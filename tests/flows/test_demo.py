@@ -32,7 +32,9 @@ def demo_data(n_surge: int = 40) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_stream_has_a_day_of_news_a_surge_bad_messages_and_redeliveries():
     sentiment, topic = demo_data()
-    values = build_demo_stream(sentiment=sentiment, topic=topic, end=END, n_background=300, n_surge=30)
+    values = build_demo_stream(
+        sentiment=sentiment, topic=topic, end=END, n_background=300, n_surge=30
+    )
     good, bad = [], 0
     for value in values:
         try:
@@ -61,7 +63,9 @@ def test_data_folder_must_hold_both_files(tmp_path):
     assert data_sources(None)["sentiment"].startswith("zeroshot/")
 
 
-def test_whole_demo_raises_an_alert_and_notifies(tmp_path, tiny_model_dir, prefect_harness, monkeypatch):
+def test_whole_demo_raises_an_alert_and_notifies(
+    tmp_path, tiny_model_dir, prefect_harness, monkeypatch
+):
     from flows.demo import run_demo
 
     monkeypatch.chdir(tmp_path)
@@ -72,7 +76,9 @@ def test_whole_demo_raises_an_alert_and_notifies(tmp_path, tiny_model_dir, prefe
         (data / task).mkdir(parents=True)
         frame.to_csv(data / task / "train.csv", index=False)
     workdir = tmp_path / "demo"
-    shutil.copytree(tiny_model_dir, workdir / "model")  # skip training: the tiny model knows "oil"/"plunges"
+    shutil.copytree(
+        tiny_model_dir, workdir / "model"
+    )  # skip training: the tiny model knows "oil"/"plunges"
 
     result = run_demo(workdir=workdir, data_dir=data)
 
@@ -80,7 +86,9 @@ def test_whole_demo_raises_an_alert_and_notifies(tmp_path, tiny_model_dir, prefe
     assert result["trained"] is False and summary["status"] == "completed"
     assert summary["dead_lettered"] == 6 and summary["duplicates"] == 10
     assert summary["scored"] == result["replayed"] - 16
-    assert summary["alerts_raised"] >= 1 and {a["topic"] for a in summary["alerts"]} == {"Energy | Oil"}
+    assert summary["alerts_raised"] >= 1 and {a["topic"] for a in summary["alerts"]} == {
+        "Energy | Oil"
+    }
     assert len(result["notifications"]) == summary["alerts_notified"] == summary["alerts_raised"]
     lines = (workdir / "notifications.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["payload"]["title"].startswith("[yuqing]")

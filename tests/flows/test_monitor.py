@@ -41,7 +41,11 @@ def test_good_bad_and_redelivered_messages_land_exactly_once(yuqing_env, broker,
     db = yuqing_env["YUQING_DB"]
     assert summary["status"] == "completed"
     assert summary["messages_read"] == len(good) + len(BAD_VALUES) + len(redeliveries)
-    assert (summary["scored"], summary["dead_lettered"], summary["duplicates"]) == (len(good), len(BAD_VALUES), 7)
+    assert (summary["scored"], summary["dead_lettered"], summary["duplicates"]) == (
+        len(good),
+        len(BAD_VALUES),
+        7,
+    )
     stored = db_rows(db, "SELECT id, count(*) FROM scored_news GROUP BY id")
     assert sorted(i for i, _ in stored) == sorted(m["id"] for m in good)
     assert all(n == 1 for _, n in stored)
@@ -50,8 +54,16 @@ def test_good_bad_and_redelivered_messages_land_exactly_once(yuqing_env, broker,
     assert all(r[1] and r[2] == topic_name and r[3] >= 0 and r[4] >= 0 for r in dead)
     reasons = {r[0]: r[1] for r in dead}
     assert "not UTF-8" in reasons[BAD_VALUES[1]] and "id must be a string" in reasons[BAD_VALUES[3]]
-    row = db_rows(db, "SELECT sentiment, topic, sentiment_score, topic_score, model_version FROM scored_news LIMIT 1")[0]
-    assert row[0] in {"negative", "neutral", "positive"} and 0 < row[2] <= 1 and 0 < row[3] <= 1 and row[4]
+    row = db_rows(
+        db,
+        "SELECT sentiment, topic, sentiment_score, topic_score, model_version FROM scored_news LIMIT 1",
+    )[0]
+    assert (
+        row[0] in {"negative", "neutral", "positive"}
+        and 0 < row[2] <= 1
+        and 0 < row[3] <= 1
+        and row[4]
+    )
     assert db_rows(db, "SELECT status, scored FROM runs") == [("completed", len(good))]
 
     # A second run finds nothing new and changes nothing.
@@ -61,13 +73,17 @@ def test_good_bad_and_redelivered_messages_land_exactly_once(yuqing_env, broker,
     assert db_rows(db, "SELECT count(*) FROM dead_letters")[0][0] == len(BAD_VALUES)
 
     # New messages, plus a late redelivery of an old id, are picked up where the last run stopped.
-    produce_values(broker.bootstrap, topic_name, [encode(news("late-1", "fed reports item")), good_values[0]])
+    produce_values(
+        broker.bootstrap, topic_name, [encode(news("late-1", "fed reports item")), good_values[0]]
+    )
     third = monitor()
     assert (third["messages_read"], third["scored"], third["duplicates"]) == (2, 1, 1)
     assert db_rows(db, "SELECT count(*) FROM news")[0][0] == len(good) + 1
 
 
-def test_surge_alerts_once_and_waits_for_the_webhook(yuqing_env, broker, topic_name, webhook, monkeypatch):
+def test_surge_alerts_once_and_waits_for_the_webhook(
+    yuqing_env, broker, topic_name, webhook, monkeypatch
+):
     from flows.monitor import monitor
 
     monkeypatch.setenv("YUQING_ALERT_URLS", webhook.url("/hooks/yuqing"))
@@ -80,7 +96,9 @@ def test_surge_alerts_once_and_waits_for_the_webhook(yuqing_env, broker, topic_n
     assert {a["topic"] for a in first["alerts"]} == {"Energy | Oil"}
     assert first["alerts_notified"] == 0 and first["alerts_pending"] == first["alerts_raised"]
     assert webhook.received == []
-    pending = db_rows(db, "SELECT count(*) FROM alerts WHERE notified_at IS NULL AND notify_attempts >= 1")[0][0]
+    pending = db_rows(
+        db, "SELECT count(*) FROM alerts WHERE notified_at IS NULL AND notify_attempts >= 1"
+    )[0][0]
     assert pending == first["alerts_raised"]
 
     webhook.status = 200  # back up: the next run delivers each pending alert once
@@ -93,8 +111,13 @@ def test_surge_alerts_once_and_waits_for_the_webhook(yuqing_env, broker, topic_n
 
     third = monitor()  # nothing is sent twice
     assert third["alerts_notified"] == 0 and len(webhook.received) == first["alerts_raised"]
-    rows = db_rows(db, "SELECT topic, sentiment, observed, expected, severity, notified_at FROM alerts")
-    assert all(r[0] == "Energy | Oil" and r[1] == "negative" and r[2] >= 5 and r[3] > 0 and r[5] for r in rows)
+    rows = db_rows(
+        db, "SELECT topic, sentiment, observed, expected, severity, notified_at FROM alerts"
+    )
+    assert all(
+        r[0] == "Energy | Oil" and r[1] == "negative" and r[2] >= 5 and r[3] > 0 and r[5]
+        for r in rows
+    )
 
 
 def test_unreachable_broker_fails_clearly_and_writes_no_batch(yuqing_env, monkeypatch):
@@ -124,7 +147,9 @@ def test_each_run_publishes_its_summary_artifacts(yuqing_env, broker, topic_name
     summary = monitor()
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY, MIX_ARTIFACT_KEY]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY, MIX_ARTIFACT_KEY])
+            )
         )
     mine = [a for a in artifacts if str(a.flow_run_id) == summary["run_id"]]
     by_key = {a.key: a for a in mine}

@@ -1,13 +1,14 @@
-from datetime import UTC, datetime, timedelta
-
 import math
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 
 from flows.spikes import SpikeRule, detect_spikes, poisson_log10_tail, severity_for
 
-RULE = SpikeRule(window=timedelta(minutes=5), baseline=timedelta(hours=6), min_count=5, threshold=6.0)
+RULE = SpikeRule(
+    window=timedelta(minutes=5), baseline=timedelta(hours=6), min_count=5, threshold=6.0
+)
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
 
@@ -20,7 +21,9 @@ def candidate(topic: str, index: int) -> pd.DataFrame:
     return pd.DataFrame({"topic": [topic], "window_start": [T0 + index * RULE.window]})
 
 
-@pytest.mark.parametrize(("observed", "expected"), [(1, 0.5), (5, 0.5), (10, 2.0), (3, 5.0), (40, 20.0)])
+@pytest.mark.parametrize(
+    ("observed", "expected"), [(1, 0.5), (5, 0.5), (10, 2.0), (3, 5.0), (40, 20.0)]
+)
 def test_poisson_tail_matches_the_direct_sum(observed, expected):
     direct = 1 - sum(math.exp(-expected) * expected**k / math.factorial(k) for k in range(observed))
     assert poisson_log10_tail(observed, expected) == pytest.approx(math.log10(direct), rel=1e-6)
@@ -42,7 +45,9 @@ def test_surge_over_a_quiet_baseline_alerts():
 
 def test_a_busy_topic_does_not_alert_on_its_normal_level():
     counts = [10, 12, 9, 11, 13, 10] * 12 + [14]
-    assert detect_spikes(series("Macro", counts), candidates=candidate("Macro", 72), rule=RULE).empty
+    assert detect_spikes(
+        series("Macro", counts), candidates=candidate("Macro", 72), rule=RULE
+    ).empty
 
 
 def test_min_count_holds_back_tiny_windows():
@@ -64,7 +69,9 @@ def test_only_earlier_windows_form_the_baseline():
 
 
 def test_no_candidates_gives_an_empty_frame_with_columns():
-    frame = detect_spikes(series("X", [1]), candidates=pd.DataFrame(columns=["topic", "window_start"]), rule=RULE)
+    frame = detect_spikes(
+        series("X", [1]), candidates=pd.DataFrame(columns=["topic", "window_start"]), rule=RULE
+    )
     assert frame.empty and "severity" in frame.columns
 
 

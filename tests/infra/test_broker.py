@@ -32,11 +32,22 @@ def test_embedded_broker_round_trip_and_pause(broker, topic_name):
         from flows.kafka_io import KafkaUnavailable
 
         with pytest.raises(KafkaUnavailable):
-            TopicReader(client_options={**options, "request_timeout_ms": 1000, "bootstrap_timeout_ms": 1000},
-                        topic=topic_name, stored_offsets={}, timeout_s=1, connect_attempts=1)  # fmt: skip
+            TopicReader(
+                client_options={
+                    **options,
+                    "request_timeout_ms": 1000,
+                    "bootstrap_timeout_ms": 1000,
+                },
+                topic=topic_name,
+                stored_offsets={},
+                timeout_s=1,
+                connect_attempts=1,
+            )
     finally:
         broker.resume()
-    reader = TopicReader(client_options=options, topic=topic_name, stored_offsets={0: 0}, timeout_s=5)
+    reader = TopicReader(
+        client_options=options, topic=topic_name, stored_offsets={0: 0}, timeout_s=5
+    )
     assert reader.lag == 25
     reader.close()
 
@@ -46,14 +57,18 @@ def test_missing_topic_is_a_clear_error(broker):
 
     options = Settings(kafka_bootstrap=broker.bootstrap).kafka_client_options()
     with pytest.raises(KafkaUnavailable, match="does not exist"):
-        TopicReader(client_options=options, topic="no-such-topic-here", stored_offsets={}, timeout_s=3)
+        TopicReader(
+            client_options=options, topic="no-such-topic-here", stored_offsets={}, timeout_s=3
+        )
 
 
 def test_yuqing_broker_command_serves_until_interrupted():
     process = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "broker", "--port", "0", "--topic", "cli-news"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         bootstrap = process.stdout.readline().strip()
         host, port = bootstrap.split(":")
@@ -75,8 +90,11 @@ def test_yuqing_serve_registers_a_scheduled_deployment(prefect_harness, yuqing_e
     name = f"serve-test-{time.time_ns()}"
     process = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "serve", "--every", "90s", "--name", name],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         deployment = None

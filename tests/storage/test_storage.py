@@ -16,18 +16,33 @@ T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 def scored_frame(ids, *, sentiment="negative", topic="Energy | Oil", start=T0) -> pd.DataFrame:
     rows = []
     for i, message_id in enumerate(ids):
-        rows.append({
-            "id": message_id, "published_at": start + timedelta(seconds=10 * i), "source": "wire",
-            "title": None, "text": f"text {message_id}", "url": None, "lang": "en", "tickers": ["XOM"],
-            "sentiment": sentiment, "sentiment_score": 0.9, "topic": topic, "topic_score": 0.8,
-            "model_version": "test-1", "kafka_topic": "news", "kafka_partition": 0, "kafka_offset": i,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": message_id,
+                "published_at": start + timedelta(seconds=10 * i),
+                "source": "wire",
+                "title": None,
+                "text": f"text {message_id}",
+                "url": None,
+                "lang": "en",
+                "tickers": ["XOM"],
+                "sentiment": sentiment,
+                "sentiment_score": 0.9,
+                "topic": topic,
+                "topic_score": 0.8,
+                "model_version": "test-1",
+                "kafka_topic": "news",
+                "kafka_partition": 0,
+                "kafka_offset": i,
+            }
+        )
     return pd.DataFrame(rows, columns=list(NEWS_COLUMNS))
 
 
 def dead_frame(offsets) -> pd.DataFrame:
     return pd.DataFrame(
-        [("news", 1, o, b"\xff raw", "not UTF-8") for o in offsets], columns=["topic", "partition", "offset", "raw", "error"]
+        [("news", 1, o, b"\xff raw", "not UTF-8") for o in offsets],
+        columns=["topic", "partition", "offset", "raw", "error"],
     )
 
 
@@ -46,22 +61,44 @@ def test_migrations_record_their_versions_and_run_once(tmp_path):
     assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
     columns = [r[0] for r in con.execute("DESCRIBE scored_news").fetchall()]
     assert columns[:10] == [
-        "id", "published_at", "source", "title", "text",
-        "sentiment", "sentiment_score", "topic", "topic_score", "model_version",
-    ]  # fmt: skip
+        "id",
+        "published_at",
+        "source",
+        "title",
+        "text",
+        "sentiment",
+        "sentiment_score",
+        "topic",
+        "topic_score",
+        "model_version",
+    ]
     dead_columns = [r[0] for r in con.execute("DESCRIBE dead_letters").fetchall()]
     assert dead_columns[:6] == ["topic", "partition", "offset", "raw", "error", "received_at"]
     con.close()
 
 
 def test_store_batch_is_idempotent_by_id_and_keeps_the_first_copy(con):
-    first = store_batch(con, scored=scored_frame(["a", "b"]), dead_letters=dead_frame([5]), consumer="c",
-                        topic="news", next_offsets={0: 2, 1: 6}, run_id="r1")  # fmt: skip
+    first = store_batch(
+        con,
+        scored=scored_frame(["a", "b"]),
+        dead_letters=dead_frame([5]),
+        consumer="c",
+        topic="news",
+        next_offsets={0: 2, 1: 6},
+        run_id="r1",
+    )
     assert (first.inserted, first.duplicates, first.dead_lettered) == (2, 0, 1)
     again = scored_frame(["b", "c", "c"])
     again.loc[0, "text"] = "a different text for b"
-    second = store_batch(con, scored=again, dead_letters=dead_frame([5]), consumer="c", topic="news",
-                         next_offsets={0: 5}, run_id="r2")  # fmt: skip
+    second = store_batch(
+        con,
+        scored=again,
+        dead_letters=dead_frame([5]),
+        consumer="c",
+        topic="news",
+        next_offsets={0: 5},
+        run_id="r2",
+    )
     assert (second.inserted, second.duplicates, second.dead_lettered) == (1, 2, 0)
     assert con.execute("SELECT text FROM news WHERE id = 'b'").fetchone()[0] == "text b"
     assert con.execute("SELECT count(*) FROM scored_news").fetchone()[0] == 3
@@ -75,25 +112,55 @@ def test_a_failed_batch_leaves_neither_rows_nor_offsets(con):
     bad = scored_frame(["x"])
     bad["sentiment"] = None  # violates NOT NULL inside the transaction
     with pytest.raises(StorageError, match="storing a batch"):
-        store_batch(con, scored=bad, dead_letters=dead_frame([1]), consumer="c", topic="news", next_offsets={0: 1})
+        store_batch(
+            con,
+            scored=bad,
+            dead_letters=dead_frame([1]),
+            consumer="c",
+            topic="news",
+            next_offsets={0: 1},
+        )
     assert con.execute("SELECT count(*) FROM news").fetchone()[0] == 0
     assert con.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
     assert load_offsets(con, consumer="c", topic="news") == {}
 
 
 def test_alerts_are_raised_once_per_window_and_track_delivery(con):
-    store_batch(con, scored=scored_frame([f"n{i}" for i in range(6)]), dead_letters=dead_frame([]),
-                consumer="c", topic="news", next_offsets={0: 6}, run_id="r1")  # fmt: skip
+    store_batch(
+        con,
+        scored=scored_frame([f"n{i}" for i in range(6)]),
+        dead_letters=dead_frame([]),
+        consumer="c",
+        topic="news",
+        next_offsets={0: 6},
+        run_id="r1",
+    )
     windows = alert_store.windows_of_run(con, run_id="r1", window=timedelta(minutes=5))
     assert windows["window_start"].tolist() == [pd.Timestamp(T0)]
-    counts = alert_store.window_counts(con, topics=["Energy | Oil"], since=T0 - timedelta(hours=1),
-                                       until=T0 + timedelta(hours=1), window=timedelta(minutes=5))  # fmt: skip
+    counts = alert_store.window_counts(
+        con,
+        topics=["Energy | Oil"],
+        since=T0 - timedelta(hours=1),
+        until=T0 + timedelta(hours=1),
+        window=timedelta(minutes=5),
+    )
     assert counts["negative"].tolist() == [6]
-    spike = pd.DataFrame([{
-        "topic": "Energy | Oil", "sentiment": "negative", "window_start": T0,
-        "window_end": T0 + timedelta(minutes=5), "observed": 6, "expected": 0.5, "score": 7.0,
-        "severity": "medium", "headlines": ["text n0"], "run_id": "r1",
-    }])  # fmt: skip
+    spike = pd.DataFrame(
+        [
+            {
+                "topic": "Energy | Oil",
+                "sentiment": "negative",
+                "window_start": T0,
+                "window_end": T0 + timedelta(minutes=5),
+                "observed": 6,
+                "expected": 0.5,
+                "score": 7.0,
+                "severity": "medium",
+                "headlines": ["text n0"],
+                "run_id": "r1",
+            }
+        ]
+    )
     assert len(alert_store.insert_alerts(con, spike)) == 1
     assert len(alert_store.insert_alerts(con, spike)) == 0  # a re-run never raises it again
     pending = alert_store.pending_alerts(con)
@@ -105,16 +172,29 @@ def test_alerts_are_raised_once_per_window_and_track_delivery(con):
     assert alert_store.pending_alerts(con).empty
     attempts, notified = con.execute("SELECT notify_attempts, notified_at FROM alerts").fetchone()
     assert attempts == 2 and notified is not None
-    headlines = alert_store.top_headlines(con, topic="Energy | Oil", sentiment="negative", start=T0,
-                                          end=T0 + timedelta(minutes=5), limit=2)  # fmt: skip
+    headlines = alert_store.top_headlines(
+        con,
+        topic="Energy | Oil",
+        sentiment="negative",
+        start=T0,
+        end=T0 + timedelta(minutes=5),
+        limit=2,
+    )
     assert len(headlines) == 2
 
 
 def test_read_only_query_reads_but_cannot_write(tmp_path):
     path = tmp_path / "r.duckdb"
     con = connect(path)
-    store_batch(con, scored=scored_frame(["a"]), dead_letters=dead_frame([]), consumer="c", topic="news",
-                next_offsets={0: 1}, run_id="r1")  # fmt: skip
+    store_batch(
+        con,
+        scored=scored_frame(["a"]),
+        dead_letters=dead_frame([]),
+        consumer="c",
+        topic="news",
+        next_offsets={0: 1},
+        run_id="r1",
+    )
     assert sentiment_mix(con)["negative"].tolist() == [1]
     con.close()
     assert read_only_query(path, "SELECT id FROM scored_news")["id"].tolist() == ["a"]
@@ -136,9 +216,14 @@ def test_a_locked_database_gives_a_clear_error_after_waiting(tmp_path):
     path = tmp_path / "l.duckdb"
     connect(path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,sys,time; c=duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,sys,time; c=duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ok"
         with pytest.raises(DatabaseLockedError, match="locked by another process"):
