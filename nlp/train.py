@@ -1,0 +1,379 @@
+"""Multi-task training of the dual-head classifier on sentiment and topic data.
+
+One story, in order: accelerator -> data (stratified dev splits, tokens) -> model -> fit ->
+calibrate -> dev metrics -> save. Two ways to fit, same model class and same saved format:
+
+- quick: the encoder stays frozen; pooled vectors are computed once and only the two heads are
+  trained (minutes on a laptop CPU);
+- full: the whole encoder is fine-tuned with AdamW and linear warmup/decay, batches of the two tasks
+  interleaved, early stopping on the dev macro-F1 averaged over tasks.
+
+Each batch holds one task's rows and contributes loss only to that task's head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from nlp.data import DataError, frame_sha256, stratified_split
+from nlp.metrics import classification_metrics, classification_report_text, fit_temperature
+from nlp.model import DEFAULT_BASE, TASKS, DualHeadClassifier, pad_token_ids
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    base: str = DEFAULT_BASE  # hub id or local folder of the encoder to start from
+    quick: bool = False  # frozen encoder, heads only
+    epochs: int = 3  # full mode: passes over both training sets
+    batch_size: int = 32  # full mode: rows per (single-task) batch
+    lr: float = 5e-5  # full mode: peak AdamW learning rate
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # full mode: share of steps with linear warmup
+    patience: int = 2  # full mode: epochs without dev improvement before stopping
+    max_length: int = 128  # tokens per text, longer texts are truncated
+    dropout: float = 0.1
+    dev_fraction: float = 0.1
+    seed: int = 13
+    quick_max_rows: int | None = 4000  # quick mode: cap on training rows per task (None: all)
+    quick_steps: int = 400  # quick mode: full-batch AdamW steps on the heads
+    quick_lr: float = 1e-2
+    embed_batch_size: int = 64  # texts per batch when computing pooled vectors
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "quick_steps", "embed_batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.dev_fraction < 1.0:
+            raise ValueError(f"TrainConfig.dev_fraction must be in (0, 1), got {self.dev_fraction}")
+
+
+def train(
+    *,
+    sentiment: pd.DataFrame,
+    topic: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+) -> dict:
+    """Train on `text,label` frames, calibrate, evaluate on dev, save to out_dir; a report dict."""
+    started = time.perf_counter()
+    timings = {}
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",
+        # A batch feeds one head (and never the encoder's pooler): DDP must allow idle parameters.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(config.seed)
+    logger.info("training (%s mode) on %s", "quick" if config.quick else "full", accelerator.device)
+
+    # data: stratified dev split per task, quick mode caps the training rows
+    frames = {"sentiment": sentiment, "topic": topic}
+    splits = {}
+    for task, frame in frames.items():
+        missing = [column for column in ("text", "label") if column not in frame.columns]
+        if missing:
+            raise DataError(f"{task} data lacks column(s) {missing}; found {list(frame.columns)}")
+        if frame.empty:
+            raise DataError(f"no {task} rows to train on")
+        train_rows, dev_rows = stratified_split(
+            frame, dev_fraction=config.dev_fraction, seed=config.seed
+        )
+        if config.quick and config.quick_max_rows and len(train_rows) > config.quick_max_rows:
+            train_rows = _stratified_sample(train_rows, n=config.quick_max_rows, seed=config.seed)
+        splits[task] = {"train": train_rows, "dev": dev_rows}
+
+    model = DualHeadClassifier.from_base(
+        config.base,
+        sentiment_labels=sorted(frames["sentiment"]["label"].unique()),
+        topic_labels=sorted(frames["topic"]["label"].unique()),
+        max_length=config.max_length,
+        dropout=config.dropout,
+    )
+    token_ids, targets = {}, {}
+    for task in TASKS:
+        label_index = {label: i for i, label in enumerate(model.labels(task))}
+        token_ids[task], targets[task] = {}, {}
+        for part, rows in splits[task].items():
+            token_ids[task][part] = model.tokenize(rows["text"])
+            targets[task][part] = torch.tensor(rows["label"].map(label_index).to_numpy())  # (N,)
+    timings["prepare_s"] = time.perf_counter() - started
+
+    # fit
+    fit_started = time.perf_counter()
+    if config.quick:
+        model.to(accelerator.device)
+        pooled = {
+            task: {
+                part: model.embed(
+                    ids, batch_size=config.embed_batch_size, progress=f"embed {task} {part}"
+                )
+                for part, ids in token_ids[task].items()
+            }
+            for task in TASKS
+        }
+        timings["embed_s"] = time.perf_counter() - fit_started
+        _fit_heads(model, pooled=pooled, targets=targets, config=config, device=accelerator.device)
+        dev_pooled = {task: pooled[task]["dev"] for task in TASKS}
+    else:
+        model, dev_pooled = _fine_tune(
+            model, token_ids=token_ids, targets=targets, config=config, accelerator=accelerator
+        )
+    timings["fit_s"] = time.perf_counter() - fit_started
+
+    # calibrate one temperature per head on dev, then dev metrics with calibrated probabilities
+    model.eval()
+    dev_metrics, reports = {}, []
+    with torch.inference_mode():
+        for task in TASKS:
+            logits = model.classify(dev_pooled[task].to(accelerator.device))[task].float().cpu()
+            model.set_temperature(task, fit_temperature(logits, targets[task]["dev"].numpy()))
+            probs = model.probabilities({task: logits})[task].numpy()  # (N_dev, C)
+            dev_metrics[task] = classification_metrics(
+                splits[task]["dev"]["label"].tolist(), probs, model.labels(task)
+            )
+            reports.append(f"== {task} (dev) ==\n{classification_report_text(dev_metrics[task])}")
+            logger.info(
+                "dev %s: accuracy %.4f, macro-F1 %.4f, ECE %.4f, temperature %.3f",
+                task,
+                dev_metrics[task]["accuracy"],
+                dev_metrics[task]["macro_f1"],
+                dev_metrics[task]["ece"],
+                model.temperature(task),
+            )
+
+    # save on the main process only
+    provenance = {
+        "quick": config.quick,
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_sha256": {task: frame_sha256(frame) for task, frame in frames.items()},
+        "n_rows": {
+            task: {"total": len(frames[task]), **{p: len(r) for p, r in splits[task].items()}}
+            for task in TASKS
+        },
+        "dev": dev_metrics,
+        "config": dataclasses.asdict(config),
+    }
+    timings["total_s"] = time.perf_counter() - started
+    report = {
+        "model_dir": str(out_dir),
+        "model_version": model.current_version(),
+        "base": config.base,
+        "temperatures": {task: model.temperature(task) for task in TASKS},
+        **provenance,
+        "timings": timings,
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model.save(
+            out_dir,
+            metadata=provenance,
+            extra_files={
+                "metrics.json": json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                "report.txt": "\n".join(reports),
+            },
+        )
+    accelerator.wait_for_everyone()
+    logger.info("trained %s in %.1fs", report["model_version"], timings["total_s"])
+    return report
+
+
+def _fit_heads(
+    model: DualHeadClassifier,
+    *,
+    pooled: dict,
+    targets: dict,
+    config: TrainConfig,
+    device: torch.device,
+) -> None:
+    """Quick mode: full-batch AdamW on the two heads over frozen pooled vectors.
+
+    The encoder is frozen, so every process fits the same heads on the same vectors; no sync needed.
+    """
+    model.requires_grad_(False)
+    model.heads.requires_grad_(True)
+    optimizer = torch.optim.AdamW(
+        model.heads.parameters(), lr=config.quick_lr, weight_decay=config.weight_decay
+    )
+    features = {task: pooled[task]["train"].to(device) for task in TASKS}  # {task: (N, H)}
+    labels = {task: targets[task]["train"].to(device) for task in TASKS}  # {task: (N,)}
+    model.train()
+    progress = tqdm(range(config.quick_steps), desc="fit heads", unit="step")
+    for _ in progress:
+        # each task's rows feed only their own head
+        losses = {
+            task: F.cross_entropy(model.classify(features[task])[task], labels[task])
+            for task in TASKS
+        }
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.set_postfix(
+            {task: f"{value.item():.3f}" for task, value in losses.items()}, refresh=False
+        )
+    model.requires_grad_(True)
+
+
+def _fine_tune(
+    model: DualHeadClassifier,
+    *,
+    token_ids: dict,
+    targets: dict,
+    config: TrainConfig,
+    accelerator: Accelerator,
+) -> tuple[DualHeadClassifier, dict[str, torch.Tensor]]:
+    """Full mode: fine-tune on interleaved single-task batches; best model and its dev vectors."""
+    loaders = {
+        task: DataLoader(
+            list(zip(token_ids[task]["train"], targets[task]["train"].tolist(), strict=True)),
+            batch_size=config.batch_size,
+            shuffle=True,
+            collate_fn=partial(_collate, pad_token_id=model.tokenizer.pad_token_id),
+        )
+        for task in TASKS
+    }
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    parameters = list(model.named_parameters())
+    optimizer = torch.optim.AdamW(
+        [
+            {
+                "params": [p for n, p in parameters if not n.endswith(no_decay)],
+                "weight_decay": config.weight_decay,
+            },
+            {"params": [p for n, p in parameters if n.endswith(no_decay)], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
+    total_steps = config.epochs * sum(len(loader) for loader in loaders.values())
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=int(config.warmup_fraction * total_steps),
+        num_training_steps=total_steps,
+    )
+    model, optimizer, scheduler, *prepared = accelerator.prepare(
+        model, optimizer, scheduler, *loaders.values()
+    )
+    loaders = dict(zip(loaders, prepared, strict=True))
+
+    best_score, best_state, best_dev_pooled, epochs_without_gain = -1.0, None, None, 0
+    for epoch in range(config.epochs):
+        # the same seeded task order on every process, so all of them step through matching batches
+        schedule = [task for task in TASKS for _ in range(len(loaders[task]))]
+        random.Random(config.seed + epoch).shuffle(schedule)
+        batches = {task: iter(loader) for task, loader in loaders.items()}
+        model.train()
+        progress = tqdm(
+            schedule,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not accelerator.is_local_main_process,
+        )
+        for task in progress:
+            input_ids, attention_mask, labels = next(batches[task])
+            logits = model(input_ids=input_ids, attention_mask=attention_mask)[task]  # (B, C)
+            loss = F.cross_entropy(logits.float(), labels)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.set_postfix(task=task[:4], loss=f"{loss.item():.3f}", refresh=False)
+
+        unwrapped = accelerator.unwrap_model(model)
+        dev_pooled = {
+            task: unwrapped.embed(token_ids[task]["dev"], batch_size=config.embed_batch_size)
+            for task in TASKS
+        }
+        scores = {
+            task: _macro_f1(unwrapped, dev_pooled[task], targets[task]["dev"], task=task)
+            for task in TASKS
+        }
+        score = float(np.mean(list(scores.values())))
+        logger.info("epoch %d: dev macro-F1 %s, mean %.4f", epoch + 1, scores, score)
+        if score > best_score:
+            best_score, best_dev_pooled, epochs_without_gain = score, dev_pooled, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+        else:
+            epochs_without_gain += 1
+            if epochs_without_gain >= config.patience:
+                logger.info(
+                    "early stop after epoch %d (best mean macro-F1 %.4f)", epoch + 1, best_score
+                )
+                break
+
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(best_state)
+    return unwrapped, best_dev_pooled
+
+
+def _macro_f1(
+    model: DualHeadClassifier, pooled: torch.Tensor, target_ids: torch.Tensor, *, task: str
+) -> float:
+    """Dev macro-F1 of one head from pooled vectors (N, H) and true label ids (N,)."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model.eval().classify(pooled.to(device))[task].float().cpu()  # (N, C)
+    labels = model.labels(task)
+    y_true = [labels[i] for i in target_ids.tolist()]
+    return classification_metrics(y_true, logits.numpy(), labels)["macro_f1"]
+
+
+def _collate(
+    rows: list[tuple[list[int], int]], *, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    token_ids, labels = zip(*rows, strict=True)
+    input_ids, attention_mask = pad_token_ids(token_ids, pad_token_id=pad_token_id)  # (B, T) each
+    return input_ids, attention_mask, torch.tensor(labels)  # labels (B,)
+
+
+def _stratified_sample(frame: pd.DataFrame, *, n: int, seed: int) -> pd.DataFrame:
+    """n rows keeping label proportions (every label keeps at least one row)."""
+    fraction = n / len(frame)
+    picked = [
+        group.sample(n=max(1, round(len(group) * fraction)), random_state=seed)
+        for _, group in frame.groupby("label", sort=True)
+    ]
+    return pd.concat(picked).sort_index().reset_index(drop=True)
+
+
+def code_version() -> str:
+    """`git describe` of the checkout this code runs from, else the installed package version."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return described.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"yuqing {version('yuqing')}"
+    except PackageNotFoundError:
+        return "unknown"
