@@ -145,8 +145,11 @@ def demo(
     )
     for n in result["notifications"][:5]:
         _out(f"  {n['payload'].get('title', n['payload'])}")
+    executable = Path(sys.argv[0]).resolve()
+    command = str(executable) if executable.name == "yuqing" else "yuqing"
     _out(
-        f'\nQuery it:  yuqing sql --db {result["db"]} "SELECT topic, count(*) FROM scored_news GROUP BY ALL"'
+        f"\nQuery it:  {command} sql --db {result['db']} "
+        '"SELECT topic, sentiment, count(*) AS n FROM scored_news GROUP BY ALL ORDER BY n DESC"'
     )
 
 
