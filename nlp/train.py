@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -47,16 +48,27 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     base: str = DEFAULT_BASE  # hub id or local folder of the encoder to start from
     quick: bool = False  # frozen encoder, heads only
-    epochs: int = 3  # full mode: passes over both training sets
+    epochs: int = 6  # full mode: passes over both training sets
     batch_size: int = 32  # full mode: rows per (single-task) batch
-    lr: float = 5e-5  # full mode: peak AdamW learning rate
+    lr: float = 1e-4  # full mode: peak AdamW learning rate
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1  # full mode: share of steps with linear warmup
-    patience: int = 2  # full mode: epochs without dev improvement before stopping
+    patience: int = 3  # full mode: epochs without dev improvement before stopping
     max_length: int = 128  # tokens per text, longer texts are truncated
     dropout: float = 0.1
     dev_fraction: float = 0.1
-    seed: int = 13
+    seed: int = 13  # training randomness (init, shuffling, dropout)
+    split_seed: int = (
+        13  # the dev split; kept apart from `seed` so seed ensembles share one dev set
+    )
+    layer_decay: float = (
+        0.85  # full mode: lr of layer l is lr * layer_decay ** (depth from the top)
+    )
+    label_smoothing: float = 0.0
+    rdrop_alpha: float = 1.0  # full mode: weight of the symmetric KL between two dropout passes
+    class_weight_power: float = 0.5  # loss weight per class (n_max / n_class) ** power; 0 = none
+    sentiment_weight: float = 2.0  # full mode: loss weight of each task
+    topic_weight: float = 1.0
     quick_max_rows: int | None = 4000  # quick mode: cap on training rows per task (None: all)
     quick_steps: int = 400  # quick mode: full-batch AdamW steps on the heads
     quick_lr: float = 1e-2
@@ -98,7 +110,7 @@ def train(
         if frame.empty:
             raise DataError(f"no {task} rows to train on")
         train_rows, dev_rows = stratified_split(
-            frame, dev_fraction=config.dev_fraction, seed=config.seed
+            frame, dev_fraction=config.dev_fraction, seed=config.split_seed
         )
         if config.quick and config.quick_max_rows and len(train_rows) > config.quick_max_rows:
             train_rows = _stratified_sample(train_rows, n=config.quick_max_rows, seed=config.seed)
@@ -144,10 +156,11 @@ def train(
 
     # calibrate one temperature per head on dev, then dev metrics with calibrated probabilities
     model.eval()
-    dev_metrics, reports = {}, []
+    dev_metrics, reports, dev_logits = {}, [], {}
     with torch.inference_mode():
         for task in TASKS:
             logits = model.classify(dev_pooled[task].to(accelerator.device))[task].float().cpu()
+            dev_logits[task] = logits.numpy()  # (N_dev, C), before temperature
             model.set_temperature(task, fit_temperature(logits, targets[task]["dev"].numpy()))
             probs = model.probabilities({task: logits})[task].numpy()  # (N_dev, C)
             dev_metrics[task] = classification_metrics(
@@ -194,6 +207,12 @@ def train(
                 "metrics.json": json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                 "report.txt": "\n".join(reports),
             },
+        )
+        # Dev logits and labels, for ensembles and later analysis of this run.
+        np.savez_compressed(
+            Path(out_dir) / "dev_predictions.npz",
+            **{f"{task}_logits": dev_logits[task] for task in TASKS},
+            **{f"{task}_target": targets[task]["dev"].numpy() for task in TASKS},
         )
     accelerator.wait_for_everyone()
     logger.info("trained %s in %.1fs", report["model_version"], timings["total_s"])
@@ -246,6 +265,7 @@ def _fine_tune(
     accelerator: Accelerator,
 ) -> tuple[DualHeadClassifier, dict[str, torch.Tensor]]:
     """Full mode: fine-tune on interleaved single-task batches; best model and its dev vectors."""
+    model_labels = {task: model.labels(task) for task in TASKS}
     loaders = {
         task: DataLoader(
             list(zip(token_ids[task]["train"], targets[task]["train"].tolist(), strict=True)),
@@ -255,18 +275,7 @@ def _fine_tune(
         )
         for task in TASKS
     }
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    parameters = list(model.named_parameters())
-    optimizer = torch.optim.AdamW(
-        [
-            {
-                "params": [p for n, p in parameters if not n.endswith(no_decay)],
-                "weight_decay": config.weight_decay,
-            },
-            {"params": [p for n, p in parameters if n.endswith(no_decay)], "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config), lr=config.lr)
     total_steps = config.epochs * sum(len(loader) for loader in loaders.values())
     scheduler = get_linear_schedule_with_warmup(
         optimizer,
@@ -277,6 +286,23 @@ def _fine_tune(
         model, optimizer, scheduler, *loaders.values()
     )
     loaders = dict(zip(loaders, prepared, strict=True))
+    class_weights = {
+        task: _class_weights(
+            targets[task]["train"],
+            n_classes=len(model_labels[task]),
+            power=config.class_weight_power,
+        ).to(accelerator.device)
+        for task in TASKS
+    }
+    task_weights = {"sentiment": config.sentiment_weight, "topic": config.topic_weight}
+
+    def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+        return task_weights[task] * F.cross_entropy(
+            logits.float(),
+            labels,
+            weight=class_weights[task],
+            label_smoothing=config.label_smoothing,
+        )
 
     best_score, best_state, best_dev_pooled, epochs_without_gain = -1.0, None, None, 0
     for epoch in range(config.epochs):
@@ -294,7 +320,11 @@ def _fine_tune(
         for task in progress:
             input_ids, attention_mask, labels = next(batches[task])
             logits = model(input_ids=input_ids, attention_mask=attention_mask)[task]  # (B, C)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = task_loss(logits, labels, task)
+            if config.rdrop_alpha > 0:  # R-Drop: a second dropout pass must agree with the first
+                again = model(input_ids=input_ids, attention_mask=attention_mask)[task]  # (B, C)
+                loss = (loss + task_loss(again, labels, task)) / 2
+                loss = loss + config.rdrop_alpha * _symmetric_kl(logits, again)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -327,6 +357,49 @@ def _fine_tune(
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_state)
     return unwrapped, best_dev_pooled
+
+
+def _parameter_groups(model: DualHeadClassifier, config: TrainConfig) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms; layer-wise lr decay from the top.
+
+    Depth 0 is the embeddings, depth l the l-th transformer layer, and the heads sit on top
+    (depth L + 1) with the full learning rate; layer l gets lr * layer_decay ** (L + 1 - l).
+    """
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    n_layers = model.encoder.config.num_hidden_layers
+    groups: dict[tuple[int, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        depth = n_layers + 1
+        if ".embeddings." in f".{name}":
+            depth = 0
+        elif match := re.search(r"\.layers?\.(\d+)\.", name):
+            depth = int(match.group(1)) + 1
+        groups.setdefault((depth, name.endswith(no_decay)), []).append(parameter)
+    return [
+        {
+            "params": params,
+            "weight_decay": 0.0 if exempt else config.weight_decay,
+            "lr": config.lr * config.layer_decay ** (n_layers + 1 - depth),
+        }
+        for (depth, exempt), params in sorted(groups.items())
+    ]
+
+
+def _class_weights(target_ids: torch.Tensor, *, n_classes: int, power: float) -> torch.Tensor:
+    """(n_max / n_class) ** power per class, normalised to mean 1 over the training rows."""
+    counts = torch.bincount(target_ids, minlength=n_classes).float().clamp(min=1.0)  # (C,)
+    weights = (counts.max() / counts) ** power  # (C,)
+    return weights / (weights[target_ids].mean())
+
+
+def _symmetric_kl(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """(KL(p||q) + KL(q||p)) / 2 between the softmaxes of two logit tensors (B, C)."""
+    p, q = F.log_softmax(first.float(), dim=-1), F.log_softmax(second.float(), dim=-1)
+    kl_pq = F.kl_div(q, p, log_target=True, reduction="batchmean")
+    kl_qp = F.kl_div(p, q, log_target=True, reduction="batchmean")
+    return (kl_pq + kl_qp) / 2
 
 
 def _macro_f1(

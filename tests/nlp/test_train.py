@@ -94,3 +94,59 @@ def test_bad_config_and_data_fail_early(tmp_path, tiny_base, small_frames):
             config=TrainConfig(base=tiny_base, quick=True),
         )
     assert not (tmp_path / "never").exists()
+
+
+def test_layer_wise_lr_decay_groups(tiny_base):
+    from nlp.model import DualHeadClassifier
+    from nlp.train import _parameter_groups
+
+    model = DualHeadClassifier.from_base(tiny_base, sentiment_labels=["a", "b"], topic_labels=["x"])
+    config = TrainConfig(base=tiny_base, lr=1e-3, layer_decay=0.5)
+    groups = _parameter_groups(model, config)
+    n_layers = model.encoder.config.num_hidden_layers  # 2
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert lr_of[id(model.heads["sentiment"].weight)] == pytest.approx(1e-3)
+    layer0 = model.encoder.encoder.layer[0].attention.self.query.weight
+    assert lr_of[id(layer0)] == pytest.approx(1e-3 * 0.5**n_layers)
+    embeddings = model.encoder.embeddings.word_embeddings.weight
+    assert lr_of[id(embeddings)] == pytest.approx(1e-3 * 0.5 ** (n_layers + 1))
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(model.heads["topic"].bias)] == 0.0 and decay_of[id(layer0)] > 0
+    assert sum(len(g["params"]) for g in groups) == sum(1 for _ in model.parameters())
+
+
+def test_class_weights_and_symmetric_kl():
+    import torch
+
+    from nlp.train import _class_weights, _symmetric_kl
+
+    targets = torch.tensor([0] * 90 + [1] * 10)
+    weights = _class_weights(targets, n_classes=3, power=0.5)
+    assert weights[1] / weights[0] == pytest.approx(3.0)  # sqrt(90 / 10)
+    assert weights[targets].mean() == pytest.approx(1.0)
+    assert torch.equal(_class_weights(targets, n_classes=2, power=0.0), torch.ones(2))
+    logits = torch.randn(4, 3)
+    assert _symmetric_kl(logits, logits).item() == pytest.approx(0.0, abs=1e-6)
+    assert _symmetric_kl(logits, -logits).item() > 0.1
+
+
+def test_full_mode_with_every_recipe_option(tmp_path, tiny_base, small_frames):
+    frames = {task: frame.iloc[:120] for task, frame in small_frames.items()}
+    config = TrainConfig(
+        base=tiny_base, epochs=1, batch_size=16, lr=1e-3, layer_decay=0.8, label_smoothing=0.1,
+        rdrop_alpha=1.0, class_weight_power=0.5, sentiment_weight=2.0, split_seed=5, seed=7,
+    )  # fmt: skip
+    report = train(**frames, out_dir=tmp_path / "recipe", config=config)
+    assert report["config"]["rdrop_alpha"] == 1.0
+    dev = np.load(tmp_path / "recipe" / "dev_predictions.npz")
+    assert dev["sentiment_logits"].shape[0] == dev["sentiment_target"].shape[0] > 0
+
+
+def test_split_seed_keeps_the_dev_set_across_training_seeds(tmp_path, tiny_base, small_frames):
+    frames = {task: frame.iloc[:100] for task, frame in small_frames.items()}
+    targets = []
+    for seed in (1, 2):
+        config = TrainConfig(base=tiny_base, quick=True, quick_steps=5, seed=seed, split_seed=3)
+        train(**frames, out_dir=tmp_path / f"s{seed}", config=config)
+        targets.append(np.load(tmp_path / f"s{seed}" / "dev_predictions.npz")["topic_target"])
+    np.testing.assert_array_equal(targets[0], targets[1])
