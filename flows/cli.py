@@ -294,6 +294,48 @@ def classify(
         flush(pending)
 
 
+class ExplainTask(StrEnum):
+    sentiment = "sentiment"
+    topic = "topic"
+    both = "both"
+
+
+@app.command()
+def explain(
+    text: Annotated[str, typer.Argument(help="The text to explain.")],
+    model: Annotated[Path, typer.Option(help="Model directory.")],
+    task: Annotated[ExplainTask, typer.Option(help="Which head to explain.")] = ExplainTask.both,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML heat map here.")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Integrated-gradients steps.")] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show which words drove each prediction (integrated gradients over the word embeddings)."""
+    if not text.strip():  # fail before the slow imports and the model load
+        raise UserError("nothing to explain: the text is empty")
+    from nlp.explain import explain as explain_text
+    from nlp.explain import format_text, render_html, to_json
+    from nlp.inference import Classifier
+
+    tasks = ["sentiment", "topic"] if task is ExplainTask.both else [task.value]
+    classifier = Classifier.load(model)
+    explanations = [explain_text(classifier.model, text, task=name, steps=steps) for name in tasks]
+    if html_file is not None:
+        try:
+            html_file.write_text(
+                render_html(explanations, model_version=classifier.model_version), encoding="utf-8"
+            )
+        except OSError as e:
+            raise UserError(f"cannot write {html_file}: {e.strerror or e}") from e
+    if as_json:
+        _out(to_json(explanations, model_version=classifier.model_version))
+    else:
+        _out(format_text(explanations))
+        if html_file is not None:
+            _out(f"\nheat map written to {html_file}")
+
+
 class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
@@ -407,6 +449,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from flows.replay import ReplayError
     from infra.broker import BrokerError
     from nlp.data import DataError
+    from nlp.explain import ExplainError
     from nlp.model import ModelError
     from storage.db import StorageError
 
@@ -417,6 +460,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ReplayError,
         BrokerError,
         DataError,
+        ExplainError,
         ModelError,
         StorageError,
     )

@@ -11,7 +11,18 @@ import pytest
 
 from tests.conftest import encode, news
 
-COMMANDS = ["demo", "run", "serve", "train", "eval", "classify", "sql", "replay", "broker"]
+COMMANDS = [
+    "demo",
+    "run",
+    "serve",
+    "train",
+    "eval",
+    "classify",
+    "explain",
+    "sql",
+    "replay",
+    "broker",
+]
 
 
 def yuqing(*args: str, env: dict | None = None, stdin: str | None = None, timeout: float = 240):
@@ -119,6 +130,61 @@ def test_classify_reads_stdin_and_writes_json_lines(tiny_model_dir):
         r["sentiment"] in {"negative", "neutral", "positive"} and 0 < r["topic_score"] <= 1
         for r in rows
     )
+
+
+def test_explain_prints_the_words_behind_each_prediction(tiny_model_dir):
+    result = yuqing(
+        "explain", "--model", str(tiny_model_dir), "oil plunges crash", "--task", "sentiment"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("sentiment: ") and "convergence delta" in lines[0]
+    assert any(line.startswith("  toward ") for line in lines)
+    assert lines[-1].startswith("  marked: ") and "plunges" in lines[-1]
+    assert not any(line.startswith("topic: ") for line in lines)
+
+
+def test_explain_json_and_html(tiny_model_dir, tmp_path):
+    page = tmp_path / "explain.html"
+    text = "Oil plunges <b>crash</b> & item7"
+    result = yuqing(
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        text,
+        "--json",
+        "--html",
+        str(page),
+        "--steps",
+        "8",
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)  # one JSON object, nothing else on stdout
+    assert record["text"] == text and {"sentiment", "topic"} <= record.keys()
+    for task in ("sentiment", "topic"):
+        entry = record[task]
+        assert {"label", "score", "tokens", "convergence_delta", "logit", "baseline_logit"} <= (
+            entry.keys()
+        )
+        assert entry["steps"] == 8 and 0 < entry["score"] <= 1
+        assert [t["word"] for t in entry["tokens"]][:2] == ["Oil", "plunges"]
+    content = page.read_text(encoding="utf-8")
+    assert content.startswith("<!DOCTYPE html>")
+    assert ">plunges</span>" in content and ">item7</span>" in content
+    assert "<b>" not in content and "&lt;" in content and "&amp;" in content
+
+
+def test_explain_without_words_is_one_line(tiny_model_dir):
+    empty = yuqing("explain", "--model", str(tiny_model_dir), " ")
+    assert empty.returncode == 1 and empty.stdout == ""
+    assert empty.stderr.splitlines() == ["yuqing explain: nothing to explain: the text is empty"]
+    # a zero-width space is not blank, but has no tokens: found after the model is loaded
+    invisible = yuqing("explain", "--model", str(tiny_model_dir), "\u200b")
+    assert invisible.returncode == 1 and invisible.stdout == ""
+    assert invisible.stderr.splitlines()[-1] == (
+        "yuqing explain: nothing to explain: the text has no tokens"
+    )
+    assert "Traceback" not in invisible.stderr
 
 
 def test_eval_json_reports_metrics(tiny_model_dir, tmp_path):

@@ -60,3 +60,50 @@ def quick_run(tmp_path_factory, tiny_base, small_frames) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def classifier(quick_run) -> Classifier:
     return Classifier.load(quick_run[0], device="cpu")
+
+
+# Headlines where only the sentiment word tells the sentiment and only the topic word the topic;
+# the filler words are shared by every class.
+HEADLINE_FILLER = ["as", "after", "shares", "traders", "market", "week", "shuts", "says", "today"]
+
+
+def headlines(n: int = 300, seed: int = 0) -> dict[str, pd.DataFrame]:
+    import random
+
+    from tests.conftest import SENTIMENT_WORDS, TOPIC_WORDS
+
+    rng = random.Random(seed)
+    rows = {"sentiment": [], "topic": []}
+    for i in range(n):
+        sentiment, topic = list(SENTIMENT_WORDS)[i % 3], rng.choice(list(TOPIC_WORDS))
+        words = [
+            rng.choice(SENTIMENT_WORDS[sentiment]),
+            rng.choice(TOPIC_WORDS[topic]),
+            *rng.sample(HEADLINE_FILLER, 2),
+        ]
+        rng.shuffle(words)
+        rows["sentiment"].append((" ".join(words), sentiment))
+        rows["topic"].append((" ".join(words), topic))
+    return {task: pd.DataFrame(pairs, columns=["text", "label"]) for task, pairs in rows.items()}
+
+
+@pytest.fixture(scope="session")
+def headline_model_dir(tmp_path_factory, tiny_base) -> Path:
+    """The tiny base fine-tuned (full mode, seconds) on `headlines()`: it gets them all right."""
+    model_dir = tmp_path_factory.mktemp("models") / "headlines"
+    train(
+        **headlines(),
+        out_dir=model_dir,
+        config=TrainConfig(
+            base=tiny_base,
+            epochs=6,
+            lr=2e-3,
+            batch_size=16,
+            # the plain recipe: these words are easy, and R-Drop would double the time
+            layer_decay=1.0,
+            rdrop_alpha=0.0,
+            class_weight_power=0.0,
+            sentiment_weight=1.0,
+        ),
+    )
+    return model_dir
