@@ -40,6 +40,7 @@ from transformers import get_linear_schedule_with_warmup
 from nlp.data import DataError, frame_sha256, stratified_split
 from nlp.metrics import classification_metrics, classification_report_text, fit_temperature
 from nlp.model import DEFAULT_BASE, TASKS, DualHeadClassifier, pad_token_ids
+from nlp.report import write_training_report
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +147,12 @@ def train(
             for task in TASKS
         }
         timings["embed_s"] = time.perf_counter() - fit_started
-        _fit_heads(model, pooled=pooled, targets=targets, config=config, device=accelerator.device)
+        history = _fit_heads(
+            model, pooled=pooled, targets=targets, config=config, device=accelerator.device
+        )
         dev_pooled = {task: pooled[task]["dev"] for task in TASKS}
     else:
-        model, dev_pooled = _fine_tune(
+        model, dev_pooled, history = _fine_tune(
             model, token_ids=token_ids, targets=targets, config=config, accelerator=accelerator
         )
     timings["fit_s"] = time.perf_counter() - fit_started
@@ -197,6 +200,7 @@ def train(
         "temperatures": {task: model.temperature(task) for task in TASKS},
         **provenance,
         "timings": timings,
+        "history": history,
     }
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -214,6 +218,19 @@ def train(
             **{f"{task}_logits": dev_logits[task] for task in TASKS},
             **{f"{task}_target": targets[task]["dev"].numpy() for task in TASKS},
         )
+        write_training_report(
+            out_dir,
+            report=report,
+            history=history,
+            dev={
+                task: (
+                    targets[task]["dev"].numpy(),
+                    dev_logits[task].argmax(axis=1),
+                    model.labels(task),
+                )
+                for task in TASKS
+            },
+        )
     accelerator.wait_for_everyone()
     logger.info("trained %s in %.1fs", report["model_version"], timings["total_s"])
     return report
@@ -226,7 +243,7 @@ def _fit_heads(
     targets: dict,
     config: TrainConfig,
     device: torch.device,
-) -> None:
+) -> list[dict]:
     """Quick mode: full-batch AdamW on the two heads over frozen pooled vectors.
 
     The encoder is frozen, so every process fits the same heads on the same vectors; no sync needed.
@@ -240,7 +257,8 @@ def _fit_heads(
     labels = {task: targets[task]["train"].to(device) for task in TASKS}  # {task: (N,)}
     model.train()
     progress = tqdm(range(config.quick_steps), desc="fit heads", unit="step")
-    for _ in progress:
+    history, every = [], max(1, config.quick_steps // 50)
+    for step in progress:
         # each task's rows feed only their own head
         losses = {
             task: F.cross_entropy(model.classify(features[task])[task], labels[task])
@@ -253,7 +271,10 @@ def _fit_heads(
         progress.set_postfix(
             {task: f"{value.item():.3f}" for task, value in losses.items()}, refresh=False
         )
+        if step % every == 0 or step == config.quick_steps - 1:
+            history.append({"step": step + 1, **{f"{t}_loss": v.item() for t, v in losses.items()}})
     model.requires_grad_(True)
+    return history
 
 
 def _fine_tune(
@@ -263,7 +284,7 @@ def _fine_tune(
     targets: dict,
     config: TrainConfig,
     accelerator: Accelerator,
-) -> tuple[DualHeadClassifier, dict[str, torch.Tensor]]:
+) -> tuple[DualHeadClassifier, dict[str, torch.Tensor], list[dict]]:
     """Full mode: fine-tune on interleaved single-task batches; best model and its dev vectors."""
     model_labels = {task: model.labels(task) for task in TASKS}
     loaders = {
@@ -305,11 +326,13 @@ def _fine_tune(
         )
 
     best_score, best_state, best_dev_pooled, epochs_without_gain = -1.0, None, None, 0
+    history = []
     for epoch in range(config.epochs):
         # the same seeded task order on every process, so all of them step through matching batches
         schedule = [task for task in TASKS for _ in range(len(loaders[task]))]
         random.Random(config.seed + epoch).shuffle(schedule)
         batches = {task: iter(loader) for task, loader in loaders.items()}
+        epoch_losses = {task: [] for task in TASKS}
         model.train()
         progress = tqdm(
             schedule,
@@ -330,6 +353,7 @@ def _fine_tune(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            epoch_losses[task].append(loss.item())
             progress.set_postfix(task=task[:4], loss=f"{loss.item():.3f}", refresh=False)
 
         unwrapped = accelerator.unwrap_model(model)
@@ -343,6 +367,13 @@ def _fine_tune(
         }
         score = float(np.mean(list(scores.values())))
         logger.info("epoch %d: dev macro-F1 %s, mean %.4f", epoch + 1, scores, score)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                **{f"{t}_loss": float(np.mean(v)) for t, v in epoch_losses.items() if v},
+                **{f"{t}_dev_macro_f1": f1 for t, f1 in scores.items()},
+            }
+        )
         if score > best_score:
             best_score, best_dev_pooled, epochs_without_gain = score, dev_pooled, 0
             best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
@@ -356,7 +387,7 @@ def _fine_tune(
 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_state)
-    return unwrapped, best_dev_pooled
+    return unwrapped, best_dev_pooled, history
 
 
 def _parameter_groups(model: DualHeadClassifier, config: TrainConfig) -> list[dict]:

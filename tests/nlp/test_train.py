@@ -150,3 +150,30 @@ def test_split_seed_keeps_the_dev_set_across_training_seeds(tmp_path, tiny_base,
         train(**frames, out_dir=tmp_path / f"s{seed}", config=config)
         targets.append(np.load(tmp_path / f"s{seed}" / "dev_predictions.npz")["topic_target"])
     np.testing.assert_array_equal(targets[0], targets[1])
+
+
+def test_training_leaves_plots_and_a_model_card(tmp_path, tiny_base, small_frames):
+    import json
+
+    from nlp.report import confusion_matrix
+
+    frames = {task: frame.iloc[:120] for task, frame in small_frames.items()}
+    config = TrainConfig(base=tiny_base, epochs=2, batch_size=16, lr=1e-3, rdrop_alpha=0.0)
+    out = tmp_path / "card"
+    report = train(**frames, out_dir=out, config=config)
+    for name in ("confusion_sentiment.png", "confusion_topic.png", "learning_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    card = (out / "MODEL_CARD.md").read_text()
+    assert report["model_version"] in card and "## Intended use" in card and "## Limits" in card
+    assert f"{report['dev']['sentiment']['accuracy']:.4f}" in card
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"sentiment_loss", "topic_loss", "sentiment_dev_macro_f1"} <= history[0].keys()
+    matrix = confusion_matrix([0, 0, 1, 2], [0, 1, 1, 2], 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_quick_training_curves_are_per_step(quick_run):
+    model_dir, report = quick_run
+    assert report["history"][0]["step"] == 1 and "topic_loss" in report["history"][-1]
+    assert (model_dir / "learning_curves.png").is_file() and (model_dir / "MODEL_CARD.md").is_file()
