@@ -109,6 +109,68 @@ MIGRATIONS: tuple[Migration, ...] = (
         FROM news;
         """,
     ),
+    Migration(
+        2,
+        "alert lifecycle and explanations, story ids, detector state, model registry",
+        """
+        CREATE TABLE alerts_v2 (
+            alert_id        VARCHAR PRIMARY KEY,
+            kind            VARCHAR NOT NULL DEFAULT 'count',
+            topic           VARCHAR NOT NULL,
+            sentiment       VARCHAR NOT NULL,
+            ticker          VARCHAR,
+            window_start    TIMESTAMPTZ NOT NULL,
+            window_end      TIMESTAMPTZ NOT NULL,
+            observed        INTEGER NOT NULL,
+            expected        DOUBLE NOT NULL,
+            score           DOUBLE NOT NULL,
+            severity        VARCHAR NOT NULL,
+            headlines       VARCHAR[],
+            top_terms       VARCHAR[],
+            top_tickers     VARCHAR[],
+            explanation     JSON,
+            status          VARCHAR NOT NULL DEFAULT 'open',
+            acknowledged_at TIMESTAMPTZ,
+            acknowledged_by VARCHAR,
+            resolved_at     TIMESTAMPTZ,
+            resolved_by     VARCHAR,
+            notify          BOOLEAN NOT NULL DEFAULT true,
+            created_at      TIMESTAMPTZ NOT NULL,
+            notified_at     TIMESTAMPTZ,
+            notify_attempts INTEGER NOT NULL DEFAULT 0,
+            last_error      VARCHAR,
+            run_id          VARCHAR
+        );
+        INSERT INTO alerts_v2 BY NAME
+        SELECT alert_id, topic, sentiment, window_start, window_end, observed, expected, score,
+               severity, headlines, created_at, notified_at, notify_attempts, last_error, run_id
+        FROM alerts;
+        DROP TABLE alerts;
+        ALTER TABLE alerts_v2 RENAME TO alerts;
+
+        ALTER TABLE news ADD COLUMN story_id VARCHAR;
+
+        CREATE TABLE detector_state (
+            key        VARCHAR PRIMARY KEY,
+            state      JSON NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+
+        CREATE TABLE model_registry (
+            model_version VARCHAR PRIMARY KEY,
+            base_model    VARCHAR,
+            trained_at    TIMESTAMPTZ,
+            metrics       JSON,
+            registered_at TIMESTAMPTZ NOT NULL
+        );
+
+        CREATE OR REPLACE VIEW scored_news AS
+        SELECT id, published_at, source, title, text,
+               sentiment, sentiment_score, topic, topic_score, model_version,
+               url, lang, tickers, story_id, ingested_at
+        FROM news;
+        """,
+    ),
 )
 
 
