@@ -48,6 +48,13 @@ RUNS: dict[str, dict] = {
     "lr2e-4": {**LONG, "lr": 2e-4, "layer_decay": 0.85},
     "combo": {},  # the defaults: LONG + layer_decay 0.85, R-Drop 1.0, class weights 0.5, sentiment x2
     "combo-ls": {"label_smoothing": 0.1},
+    "norm-finance": {"normalization": "finance"},  # combo with links replaced by "http"
+    "dapt3": {"dapt_epochs": 3},  # combo after 3 epochs of masked-LM on the training texts
+    "dapt10": {"dapt_epochs": 10},
+    # students: pass the teacher dirs with --overrides '{"teachers": [...]}'
+    "kd": {"rdrop_alpha": 0.0, "batch_size": 64, "epochs": 5},
+    "kd-rdrop": {"batch_size": 64, "epochs": 5},
+    "kd-dapt3": {"rdrop_alpha": 0.0, "batch_size": 64, "epochs": 5, "dapt_epochs": 3},
 }
 
 

@@ -76,6 +76,18 @@ def load_labeled(
     return _normalize(frame, origin=origin, text_column=text_column, label_column=label_column)
 
 
+def load_texts(source: str | os.PathLike, *, text_column: str = "text") -> list[str]:
+    """Unlabeled texts from a .csv/.parquet file (its `text_column`), empty ones dropped."""
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"no such file: {source}")
+    frame = _read_file(path)
+    if text_column not in frame.columns:
+        raise DataError(f"{path} has no {text_column!r} column; found {list(frame.columns)}")
+    texts = frame[text_column].dropna().astype(str)
+    return [text for text in texts if text.strip()]
+
+
 def stratified_split(
     frame: pd.DataFrame, *, dev_fraction: float = 0.1, seed: int = 13
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

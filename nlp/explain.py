@@ -98,7 +98,7 @@ def explain(
         raise ExplainError(f"task must be one of {list(TASKS)}, got {task!r}")
     if steps < 1 or batch_size < 1:
         raise ExplainError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
-    (text,) = prepare_texts([text])
+    (text,) = prepare_texts([text], model.normalization)
     if not text.strip():
         raise ExplainError("nothing to explain: the text is empty")
     windows = TextWindows(

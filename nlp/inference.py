@@ -267,7 +267,7 @@ class Classifier:
         probs = {task: [] for task in TASKS}
         texts = iter(texts)
         while chunk := list(itertools.islice(texts, CHUNK_SIZE)):
-            chunk = prepare_texts(chunk)
+            chunk = prepare_texts(chunk, self.model.normalization)
             for group in _text_groups(chunk, char_limit=self.windows.char_limit):
                 windows = self.windows.split(chunk[group])
                 pooled = self.model.embed(windows.token_ids, batch_size=batch_size)  # (W, H)

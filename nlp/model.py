@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,9 +61,24 @@ def resolve_base(base: str) -> str:
     return base
 
 
-def prepare_texts(texts: Iterable) -> list[str]:
-    """The one text clean-up shared by training and inference: str() and HTML entities decoded."""
-    return [_as_text(text) for text in texts]
+NORMALIZATIONS = ("none", "finance")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+
+
+def prepare_texts(texts: Iterable, normalization: str = "none") -> list[str]:
+    """The one text clean-up shared by training and inference.
+
+    Always: str() and HTML entities decoded. ``"finance"`` also replaces every link with the
+    single word ``http`` and collapses whitespace: wire posts end in shortened links whose
+    random characters otherwise cost 10-20 word pieces each and carry no signal. Cashtags stay.
+    A model records its normalization, so inference always repeats what training did.
+    """
+    if normalization == "none":
+        return [_as_text(text) for text in texts]
+    if normalization == "finance":
+        return [_SPACE.sub(" ", _URL.sub("http", _as_text(text))).strip() for text in texts]
+    raise ModelError(f"unknown text normalization {normalization!r}; known: {NORMALIZATIONS}")
 
 
 def _as_text(value) -> str:
@@ -107,9 +123,15 @@ class DualHeadClassifier(nn.Module):
         base: str = DEFAULT_BASE,
         max_length: int = 128,
         dropout: float = 0.1,
+        normalization: str = "none",
         metadata: Mapping | None = None,
     ):
         super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ModelError(
+                f"unknown text normalization {normalization!r}; known: {NORMALIZATIONS}"
+            )
+        self.normalization = normalization
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.sentiment_labels = list(sentiment_labels)
@@ -135,6 +157,7 @@ class DualHeadClassifier(nn.Module):
         topic_labels: Sequence[str],
         max_length: int = 128,
         dropout: float = 0.1,
+        normalization: str = "finance",
     ) -> DualHeadClassifier:
         """A fresh classifier on a pretrained encoder, with randomly initialised heads."""
         source = resolve_base(base)
@@ -146,6 +169,7 @@ class DualHeadClassifier(nn.Module):
             base=base,
             max_length=max_length,
             dropout=dropout,
+            normalization=normalization,
         )
 
     def labels(self, task: str) -> list[str]:
@@ -189,7 +213,7 @@ class DualHeadClassifier(nn.Module):
 
     def tokenize(self, texts: Iterable) -> list[list[int]]:
         """Token ids per text (prepared, truncated at max_length, unpadded)."""
-        texts = prepare_texts(texts)
+        texts = prepare_texts(texts, self.normalization)
         if not texts:
             return []
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
@@ -265,6 +289,7 @@ class DualHeadClassifier(nn.Module):
             "max_length": self.max_length,
             "pooling": "mean",
             "dropout": self.dropout.p,
+            "normalization": self.normalization,
             "sentiment_labels": self.sentiment_labels,
             "topic_labels": self.topic_labels,
             "temperatures": {task: self.temperature(task) for task in TASKS},
@@ -319,6 +344,7 @@ class DualHeadClassifier(nn.Module):
             base=config["base"],
             max_length=config["max_length"],
             dropout=config.get("dropout", 0.1),
+            normalization=config.get("normalization", "none"),
             metadata={key: value for key, value in config.items() if key not in _OWN_FIELDS},
         )
         try:
@@ -338,6 +364,7 @@ _OWN_FIELDS = frozenset(
         "max_length",
         "pooling",
         "dropout",
+        "normalization",
         "sentiment_labels",
         "topic_labels",
         "temperatures",

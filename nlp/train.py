@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -74,6 +76,14 @@ class TrainConfig:
     quick_steps: int = 400  # quick mode: full-batch AdamW steps on the heads
     quick_lr: float = 1e-2
     embed_batch_size: int = 64  # texts per batch when computing pooled vectors
+    normalization: str = "none"  # text clean-up recorded in the model ("finance": links -> http)
+    dapt_epochs: int = 0  # full mode: masked-LM epochs on the training texts before fine-tuning
+    dapt_lr: float = 5e-5
+    teachers: tuple[str, ...] = ()  # model dirs whose averaged probabilities are distilled
+    distill_alpha: float = 1.0  # weight of KL(teacher || student); teacher-only rows get only it
+    transfer: bool = True  # with teachers: each task also learns from the other task's texts
+    checkpoint_dir: str | None = None  # full mode: per-epoch state; default OUT_DIR.checkpoints
+    resume: bool = False  # continue from the checkpoint (and a finished DAPT) if there is one
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "quick_steps", "embed_batch_size", "max_length"):
@@ -81,6 +91,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.dev_fraction < 1.0:
             raise ValueError(f"TrainConfig.dev_fraction must be in (0, 1), got {self.dev_fraction}")
+        if self.dapt_epochs < 0:
+            raise ValueError(f"TrainConfig.dapt_epochs must be >= 0, got {self.dapt_epochs}")
+        self.teachers = tuple(str(t) for t in self.teachers)
 
 
 def train(
@@ -89,8 +102,12 @@ def train(
     topic: pd.DataFrame,
     out_dir: str | os.PathLike,
     config: TrainConfig,
+    unlabeled: list[str] | None = None,
 ) -> dict:
-    """Train on `text,label` frames, calibrate, evaluate on dev, save to out_dir; a report dict."""
+    """Train on `text,label` frames, calibrate, evaluate on dev, save to out_dir; a report dict.
+
+    `unlabeled` texts (optional) join the training texts for domain-adaptive pretraining.
+    """
     started = time.perf_counter()
     timings = {}
     accelerator = Accelerator(
@@ -117,13 +134,27 @@ def train(
             train_rows = _stratified_sample(train_rows, n=config.quick_max_rows, seed=config.seed)
         splits[task] = {"train": train_rows, "dev": dev_rows}
 
+    checkpoints = Path(config.checkpoint_dir or f"{Path(out_dir)}.checkpoints")
+    encoder_source, extra_metadata = config.base, {}
+    if config.dapt_epochs and not config.quick:
+        dapt_started = time.perf_counter()
+        encoder_source, extra_metadata["dapt"] = _domain_adapt(
+            [*splits["sentiment"]["train"]["text"], *splits["topic"]["train"]["text"]]
+            + list(unlabeled or []),
+            config=config,
+            folder=checkpoints / "dapt",
+            accelerator=accelerator,
+        )
+        timings["dapt_s"] = time.perf_counter() - dapt_started
     model = DualHeadClassifier.from_base(
-        config.base,
+        encoder_source,
         sentiment_labels=sorted(frames["sentiment"]["label"].unique()),
         topic_labels=sorted(frames["topic"]["label"].unique()),
         max_length=config.max_length,
         dropout=config.dropout,
+        normalization=config.normalization,
     )
+    model.base = config.base  # the named base; the adapted folder is a training intermediate
     token_ids, targets = {}, {}
     for task in TASKS:
         label_index = {label: i for i, label in enumerate(model.labels(task))}
@@ -131,6 +162,13 @@ def train(
         for part, rows in splits[task].items():
             token_ids[task][part] = model.tokenize(rows["text"])
             targets[task][part] = torch.tensor(rows["label"].map(label_index).to_numpy())  # (N,)
+    soft = None
+    if config.teachers and not config.quick:
+        teacher_started = time.perf_counter()
+        soft = _teacher_targets(model, splits=splits, token_ids=token_ids, targets=targets,
+                                config=config, device=accelerator.device)  # fmt: skip
+        extra_metadata["distilled_from"] = list(config.teachers)
+        timings["teachers_s"] = time.perf_counter() - teacher_started
     timings["prepare_s"] = time.perf_counter() - started
 
     # fit
@@ -153,7 +191,13 @@ def train(
         dev_pooled = {task: pooled[task]["dev"] for task in TASKS}
     else:
         model, dev_pooled, history = _fine_tune(
-            model, token_ids=token_ids, targets=targets, config=config, accelerator=accelerator
+            model,
+            token_ids=token_ids,
+            targets=targets,
+            soft=soft,
+            config=config,
+            accelerator=accelerator,
+            checkpoints=checkpoints,
         )
     timings["fit_s"] = time.perf_counter() - fit_started
 
@@ -191,6 +235,7 @@ def train(
         },
         "dev": dev_metrics,
         "config": dataclasses.asdict(config),
+        **extra_metadata,
     }
     timings["total_s"] = time.perf_counter() - started
     report = {
@@ -231,9 +276,86 @@ def train(
                 for task in TASKS
             },
         )
+        if not config.checkpoint_dir:  # our own scratch folder: the model dir now holds the result
+            shutil.rmtree(checkpoints, ignore_errors=True)
     accelerator.wait_for_everyone()
     logger.info("trained %s in %.1fs", report["model_version"], timings["total_s"])
     return report
+
+
+def _domain_adapt(
+    texts: list[str], *, config: TrainConfig, folder: Path, accelerator: Accelerator
+) -> tuple[str, dict]:
+    """Masked-LM pretraining of the base on the training texts; the adapted folder and a record."""
+    from nlp.dapt import DONE_MARKER, adapt, is_adapted
+
+    if config.resume and is_adapted(folder):
+        logger.info("resuming: reusing the domain-adapted encoder in %s", folder)
+    else:
+        adapt(
+            texts,
+            base=config.base,
+            out_dir=folder,
+            epochs=config.dapt_epochs,
+            lr=config.dapt_lr,
+            max_length=config.max_length,
+            normalization=config.normalization,
+            seed=config.seed,
+            accelerator=accelerator,
+        )
+    record = json.loads((folder / DONE_MARKER).read_text())
+    return str(folder), {k: record[k] for k in ("texts", "epochs", "lr", "history")}
+
+
+def _teacher_targets(
+    model: DualHeadClassifier,
+    *,
+    splits: dict,
+    token_ids: dict,
+    targets: dict,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Average calibrated teacher probabilities for every training row of each task.
+
+    With `transfer`, each task's training rows are extended (in place, in `token_ids` and
+    `targets`) with the other task's training texts, labeled -1: they learn from the teachers
+    alone. Dev rows are never used. Returns {task: (N_train, C)} aligned with the extended rows.
+    """
+    from nlp.inference import Classifier
+
+    own = {task: list(splits[task]["train"]["text"]) for task in TASKS}
+    texts = {
+        task: own[task] + ([t for other in TASKS if other != task for t in own[other]]
+                           if config.transfer else [])
+        for task in TASKS
+    }  # fmt: skip
+    sums = {task: None for task in TASKS}
+    for teacher_dir in config.teachers:
+        teacher = Classifier.load(teacher_dir, device=str(device))
+        for task in TASKS:
+            if teacher.model.labels(task) != model.labels(task):
+                raise DataError(
+                    f"teacher {teacher_dir} has {task} labels {teacher.model.labels(task)}, "
+                    f"the student {model.labels(task)}"
+                )
+            probs = torch.from_numpy(
+                getattr(teacher.predict(texts[task], batch_size=256), f"{task}_probs")
+            )  # (N, C)
+            sums[task] = probs if sums[task] is None else sums[task] + probs
+        del teacher
+    for task in TASKS:
+        extra = texts[task][len(own[task]) :]
+        if extra:
+            token_ids[task]["train"] = token_ids[task]["train"] + model.tokenize(extra)
+            targets[task]["train"] = torch.cat(
+                [targets[task]["train"], torch.full((len(extra),), -1, dtype=torch.long)]
+            )
+        logger.info(
+            "distilling %s from %d teacher(s): %d labeled + %d teacher-only rows",
+            task, len(config.teachers), len(own[task]), len(extra),
+        )  # fmt: skip
+    return {task: (sums[task] / len(config.teachers)).float() for task in TASKS}
 
 
 def _fit_heads(
@@ -282,14 +404,28 @@ def _fine_tune(
     *,
     token_ids: dict,
     targets: dict,
+    soft: dict[str, torch.Tensor] | None,
     config: TrainConfig,
     accelerator: Accelerator,
+    checkpoints: Path,
 ) -> tuple[DualHeadClassifier, dict[str, torch.Tensor], list[dict]]:
-    """Full mode: fine-tune on interleaved single-task batches; best model and its dev vectors."""
+    """Full mode: fine-tune on interleaved single-task batches; best model and its dev vectors.
+
+    After every epoch the accelerate state (weights, optimizer, scheduler, RNGs) and the
+    early-stopping bookkeeping go to `checkpoints`; with `config.resume` training continues
+    from the last finished epoch there.
+    """
     model_labels = {task: model.labels(task) for task in TASKS}
+
+    def rows(task: str) -> list[tuple]:
+        labels = targets[task]["train"].tolist()
+        if soft is None:
+            return list(zip(token_ids[task]["train"], labels, strict=True))
+        return list(zip(token_ids[task]["train"], labels, soft[task], strict=True))
+
     loaders = {
         task: DataLoader(
-            list(zip(token_ids[task]["train"], targets[task]["train"].tolist(), strict=True)),
+            rows(task),
             batch_size=config.batch_size,
             shuffle=True,
             collate_fn=partial(_collate, pad_token_id=model.tokenizer.pad_token_id),
@@ -309,7 +445,7 @@ def _fine_tune(
     loaders = dict(zip(loaders, prepared, strict=True))
     class_weights = {
         task: _class_weights(
-            targets[task]["train"],
+            targets[task]["train"][targets[task]["train"] >= 0],
             n_classes=len(model_labels[task]),
             power=config.class_weight_power,
         ).to(accelerator.device)
@@ -317,17 +453,41 @@ def _fine_tune(
     }
     task_weights = {"sentiment": config.sentiment_weight, "topic": config.topic_weight}
 
-    def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-        return task_weights[task] * F.cross_entropy(
-            logits.float(),
-            labels,
-            weight=class_weights[task],
-            label_smoothing=config.label_smoothing,
-        )
+    def task_loss(
+        logits: torch.Tensor, labels: torch.Tensor, task: str, teacher: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Weighted CE on labeled rows (label -1: none), plus KL to the teachers when given."""
+        logits = logits.float()  # (B, C)
+        loss = logits.new_zeros(())
+        if (labels >= 0).any():
+            loss = F.cross_entropy(
+                logits,
+                labels,
+                weight=class_weights[task],
+                label_smoothing=config.label_smoothing,
+                ignore_index=-1,
+            )
+        if teacher is not None:
+            log_student = F.log_softmax(logits, dim=-1)
+            loss = loss + config.distill_alpha * F.kl_div(
+                log_student, teacher.float().clamp_min(1e-8).log(), log_target=True,
+                reduction="batchmean",
+            )  # fmt: skip
+        return task_weights[task] * loss
 
     best_score, best_state, best_dev_pooled, epochs_without_gain = -1.0, None, None, 0
-    history = []
-    for epoch in range(config.epochs):
+    history, first_epoch = [], 0
+    state_file, best_file = checkpoints / "trainer_state.json", checkpoints / "best.safetensors"
+    if config.resume and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        accelerator.load_state(str(checkpoints / "last"))
+        first_epoch, history = state["epoch"], state["history"]
+        best_score, epochs_without_gain = state["best_score"], state["epochs_without_gain"]
+        best_state = load_file(best_file)
+        logger.info("resuming after epoch %d (best mean macro-F1 %.4f)", first_epoch, best_score)
+        if epochs_without_gain >= config.patience:
+            first_epoch = config.epochs  # it had already stopped early
+    for epoch in range(first_epoch, config.epochs):
         # the same seeded task order on every process, so all of them step through matching batches
         schedule = [task for task in TASKS for _ in range(len(loaders[task]))]
         random.Random(config.seed + epoch).shuffle(schedule)
@@ -341,12 +501,12 @@ def _fine_tune(
             disable=not accelerator.is_local_main_process,
         )
         for task in progress:
-            input_ids, attention_mask, labels = next(batches[task])
+            input_ids, attention_mask, labels, teacher = next(batches[task])
             logits = model(input_ids=input_ids, attention_mask=attention_mask)[task]  # (B, C)
-            loss = task_loss(logits, labels, task)
+            loss = task_loss(logits, labels, task, teacher)
             if config.rdrop_alpha > 0:  # R-Drop: a second dropout pass must agree with the first
                 again = model(input_ids=input_ids, attention_mask=attention_mask)[task]  # (B, C)
-                loss = (loss + task_loss(again, labels, task)) / 2
+                loss = (loss + task_loss(again, labels, task, teacher)) / 2
                 loss = loss + config.rdrop_alpha * _symmetric_kl(logits, again)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -374,20 +534,53 @@ def _fine_tune(
                 **{f"{t}_dev_macro_f1": f1 for t, f1 in scores.items()},
             }
         )
-        if score > best_score:
+        improved = score > best_score
+        if improved:
             best_score, best_dev_pooled, epochs_without_gain = score, dev_pooled, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+            best_state = {
+                k: v.detach().cpu().clone().contiguous() for k, v in unwrapped.state_dict().items()
+            }
         else:
             epochs_without_gain += 1
-            if epochs_without_gain >= config.patience:
-                logger.info(
-                    "early stop after epoch %d (best mean macro-F1 %.4f)", epoch + 1, best_score
-                )
-                break
+        _save_checkpoint(
+            accelerator,
+            checkpoints,
+            best_state=best_state if improved else None,
+            state={
+                "epoch": epoch + 1,
+                "history": history,
+                "best_score": best_score,
+                "epochs_without_gain": epochs_without_gain,
+            },
+        )
+        if epochs_without_gain >= config.patience:
+            logger.info(
+                "early stop after epoch %d (best mean macro-F1 %.4f)", epoch + 1, best_score
+            )
+            break
 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_state)
+    if best_dev_pooled is None:  # resumed after the last epoch: recompute the dev vectors
+        best_dev_pooled = {
+            task: unwrapped.embed(token_ids[task]["dev"], batch_size=config.embed_batch_size)
+            for task in TASKS
+        }
     return unwrapped, best_dev_pooled, history
+
+
+def _save_checkpoint(
+    accelerator: Accelerator, folder: Path, *, best_state: dict | None, state: dict
+) -> None:
+    """Per-epoch checkpoint: accelerate state in `last/`, best weights, bookkeeping written last."""
+    accelerator.save_state(str(folder / "last"))
+    if accelerator.is_main_process:
+        if best_state is not None:
+            save_file(best_state, folder / ".best.tmp")
+            os.replace(folder / ".best.tmp", folder / "best.safetensors")
+        (folder / ".trainer_state.tmp").write_text(json.dumps(state))
+        os.replace(folder / ".trainer_state.tmp", folder / "trainer_state.json")
+    accelerator.wait_for_everyone()
 
 
 def _parameter_groups(model: DualHeadClassifier, config: TrainConfig) -> list[dict]:
@@ -446,11 +639,13 @@ def _macro_f1(
 
 
 def _collate(
-    rows: list[tuple[list[int], int]], *, pad_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    token_ids, labels = zip(*rows, strict=True)
-    input_ids, attention_mask = pad_token_ids(token_ids, pad_token_id=pad_token_id)  # (B, T) each
-    return input_ids, attention_mask, torch.tensor(labels)  # labels (B,)
+    rows: list[tuple], *, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(ids, label) or (ids, label, teacher probs) rows -> padded ids, mask, labels, teacher."""
+    columns = list(zip(*rows, strict=True))
+    input_ids, attention_mask = pad_token_ids(columns[0], pad_token_id=pad_token_id)  # (B, T)
+    teacher = torch.stack(columns[2]) if len(columns) > 2 else None  # (B, C)
+    return input_ids, attention_mask, torch.tensor(columns[1]), teacher  # labels (B,)
 
 
 def _stratified_sample(frame: pd.DataFrame, *, n: int, seed: int) -> pd.DataFrame:

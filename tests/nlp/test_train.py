@@ -177,3 +177,113 @@ def test_quick_training_curves_are_per_step(quick_run):
     model_dir, report = quick_run
     assert report["history"][0]["step"] == 1 and "topic_loss" in report["history"][-1]
     assert (model_dir / "learning_curves.png").is_file() and (model_dir / "MODEL_CARD.md").is_file()
+
+
+def _tiny_frames(small_frames, n=150):
+    return {task: frame.iloc[:n] for task, frame in small_frames.items()}
+
+
+def test_domain_adaptation_then_fine_tune(tmp_path, tiny_base, small_frames):
+    from nlp.dapt import is_adapted
+
+    config = TrainConfig(
+        base=tiny_base, epochs=1, batch_size=16, lr=1e-3, dapt_epochs=2, dapt_lr=1e-3,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+    )  # fmt: skip
+    report = train(
+        **_tiny_frames(small_frames),
+        out_dir=tmp_path / "adapted",
+        config=config,
+        unlabeled=["Oil slumps as OPEC+ output rises"] * 40,
+    )
+    history = report["dapt"]["history"]
+    assert len(history) == 2 and history[1]["mlm_loss"] < history[0]["mlm_loss"]
+    # the training texts of both tasks (not dev) plus the unlabeled ones
+    assert report["dapt"]["texts"] == (
+        report["n_rows"]["sentiment"]["train"] + report["n_rows"]["topic"]["train"] + 40
+    )
+    assert report["timings"]["dapt_s"] > 0
+    assert is_adapted(tmp_path / "ckpt" / "dapt")
+    config_file = json.loads((tmp_path / "adapted" / MODEL_CONFIG_FILE).read_text())
+    assert config_file["base"] == tiny_base and "dapt" in config_file
+    # the fine-tuned encoder differs from the base it started from
+    from transformers import AutoModel
+
+    before = AutoModel.from_pretrained(tiny_base).embeddings.word_embeddings.weight
+    after = Classifier.load(tmp_path / "adapted", device="cpu").model.encoder
+    assert not np.allclose(
+        before.detach().numpy(), after.embeddings.word_embeddings.weight.detach().numpy()
+    )
+
+
+def test_distillation_follows_the_teacher_on_texts_it_has_no_labels_for(
+    tmp_path, tiny_base, small_frames, quick_run
+):
+    teacher_dir, _ = quick_run
+    frames = _tiny_frames(small_frames, 120)
+    common = dict(base=tiny_base, epochs=3, batch_size=16, lr=2e-3, rdrop_alpha=0.0, patience=3)
+    report = train(
+        **frames,
+        out_dir=tmp_path / "student",
+        config=TrainConfig(teachers=(str(teacher_dir),), distill_alpha=5.0, **common),
+    )
+    assert report["distilled_from"] == [str(teacher_dir)]
+    assert report["timings"]["teachers_s"] > 0
+    control = train(**frames, out_dir=tmp_path / "control", config=TrainConfig(**common))
+    assert "distilled_from" not in control
+
+    # the topic texts carry no sentiment labels: the student learned them from the teacher
+    texts = list(frames["topic"]["text"])
+    teacher = Classifier.load(teacher_dir, device="cpu").predict(texts).sentiment_probs
+
+    def kl_from_teacher(model_dir):
+        student = Classifier.load(model_dir, device="cpu").predict(texts).sentiment_probs
+        return float(np.mean(np.sum(teacher * np.log(teacher / student), axis=1)))
+
+    assert kl_from_teacher(tmp_path / "student") < 0.8 * kl_from_teacher(tmp_path / "control")
+
+
+def test_distillation_rejects_a_teacher_with_other_labels(
+    tmp_path, tiny_base, small_frames, quick_run
+):
+    from nlp.data import DataError
+
+    frames = _tiny_frames(small_frames, 60)
+    frames["sentiment"] = frames["sentiment"].assign(
+        label=frames["sentiment"]["label"].replace({"neutral": "mixed"})
+    )
+    with pytest.raises(DataError, match="teacher"):
+        train(
+            **frames,
+            out_dir=tmp_path / "bad",
+            config=TrainConfig(base=tiny_base, epochs=1, teachers=(str(quick_run[0]),)),
+        )
+
+
+def test_resume_continues_after_the_last_finished_epoch(tmp_path, tiny_base, small_frames):
+    frames = _tiny_frames(small_frames)
+    common = dict(base=tiny_base, batch_size=16, lr=1e-3, patience=5, rdrop_alpha=0.0,
+                  checkpoint_dir=str(tmp_path / "ckpt"))  # fmt: skip
+    first = train(**frames, out_dir=tmp_path / "one", config=TrainConfig(epochs=1, **common))
+    assert json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())["epoch"] == 1
+    resumed = train(
+        **frames, out_dir=tmp_path / "two", config=TrainConfig(epochs=3, resume=True, **common)
+    )
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][0] == first["history"][0]  # epoch 1 was not trained again
+    assert json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())["epoch"] == 3
+
+
+def test_finance_normalization_replaces_links_and_is_recorded(tmp_path, quick_run):
+    from nlp.model import prepare_texts
+
+    assert prepare_texts(["$TSLA  falls https://t.co/AbC123 &amp; more"], "finance") == [
+        "$TSLA falls http & more"
+    ]
+    assert prepare_texts(["see www.example.com/x"], "none") == ["see www.example.com/x"]
+    config = json.loads((quick_run[0] / MODEL_CONFIG_FILE).read_text())
+    assert config["normalization"] == TrainConfig().normalization
+    model = Classifier.load(quick_run[0], device="cpu").model
+    assert model.tokenize(["up https://t.co/zzz"]) != model.tokenize(["up http"])
+    model.normalization = "finance"
+    assert model.tokenize(["up https://t.co/zzz"]) == model.tokenize(["up http"])
