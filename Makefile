@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.yuqing-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo screenshot test chaos lint clean
 
 install: $(STAMP)
 
@@ -28,9 +28,18 @@ demo: $(STAMP)
 		echo "no $(DATA): using Hugging Face dataset ids (needs the Hub and 'pip install .[hub]')"; \
 		$(BIN)/yuqing demo --workdir $(DEMO_DIR); \
 	fi
+	$(BIN)/yuqing dashboard --db $(DEMO_DIR)/yuqing.duckdb --output $(DEMO_DIR)/dashboard.html
+
+# docs/dashboard.png: the dashboard of the last `make demo`, rendered by headless Chromium
+screenshot: $(STAMP)
+	$(BIN)/yuqing dashboard --db $(DEMO_DIR)/yuqing.duckdb --output $(DEMO_DIR)/dashboard.html
+	$(BIN)/python -m tests.flows.browser $(DEMO_DIR)/dashboard.html docs/dashboard.png
 
 test: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+chaos: $(STAMP)  # the chaos suite at full size (docs/reliability.md); CHAOS_ARGS to resize
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m tests.chaos --all $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows nlp storage infra tests

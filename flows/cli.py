@@ -39,6 +39,20 @@ app = typer.Typer(
 logger = logging.getLogger("flows.cli")
 
 
+from flows.cli_alerts import AlertsError, alerts_app, detect_command  # noqa: E402
+from flows.cli_analyst import (  # noqa: E402
+    AnalystError,
+    ResultFormat,
+    dashboard,
+    export,
+    sql_error_message,
+    write_result,
+)
+
+app.add_typer(alerts_app, name="alerts")
+app.command("detect")(detect_command)
+
+
 class UserError(Exception):
     """A failure to report as one line."""
 
@@ -208,21 +222,52 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    dapt_epochs: Annotated[
+        int | None,
+        typer.Option(min=0, help="Masked-LM epochs on the texts before fine-tuning (0: none)."),
+    ] = None,
+    unlabeled: Annotated[
+        str | None,
+        typer.Option(help="Extra unlabeled texts (CSV/Parquet with a text column) for the MLM step."),
+    ] = None,
+    teacher: Annotated[
+        list[Path] | None,
+        typer.Option(help="A trained model dir to distill from; repeat for an ensemble."),
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Per-epoch checkpoints (default: OUT.checkpoints).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run from its checkpoint.")
+    ] = False,
 ) -> None:
     """Train the two-headed classifier (sentiment and topic) and save it with its label maps."""
-    from nlp.data import load_labeled
+    from nlp.data import load_labeled, load_texts
     from nlp.train import TrainConfig
     from nlp.train import train as train_model
 
+    for folder in teacher or []:
+        if not (folder / "yuqing_model.json").is_file():
+            raise UserError(f"--teacher {folder}: not a yuqing model directory")
     overrides = {
-        k: v for k, v in {"base": base, "epochs": epochs, "seed": seed}.items() if v is not None
+        k: v
+        for k, v in {
+            "base": base,
+            "epochs": epochs,
+            "seed": seed,
+            "dapt_epochs": dapt_epochs,
+            "teachers": tuple(str(t) for t in teacher or ()) or None,
+            "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+        }.items()
+        if v is not None
     }
-    config = TrainConfig(quick=quick, **overrides)
+    config = TrainConfig(quick=quick, resume=resume, **overrides)
     report = train_model(
         sentiment=load_labeled(sentiment_data),
         topic=load_labeled(topic_data),
         out_dir=out,
         config=config,
+        unlabeled=load_texts(unlabeled) if unlabeled else None,
     )
     _out(f"model saved to {out}")
     for task_name in ("sentiment", "topic"):
@@ -336,45 +381,31 @@ def explain(
             _out(f"\nheat map written to {html_file}")
 
 
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="One SQL statement, read-only.")],
     db: Annotated[Path | None, typer.Option(help="DuckDB file (default: YUQING_DB).")] = None,
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="Output format.")
-    ] = OutputFormat.table,
+        ResultFormat, typer.Option("--format", help="Output format (parquet needs --output).")
+    ] = ResultFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the result to this file.")
+    ] = None,
 ) -> None:
-    """Run a read-only SQL query against the yuqing database."""
+    """Run a read-only SQL query against the yuqing database (its analysts' replica)."""
+    from storage.db import StorageError
     from storage.queries import read_only_query
 
     path = db or _settings().db
-    frame = read_only_query(path, query)
-    if output_format is OutputFormat.csv:
-        sys.stdout.write(frame.to_csv(index=False))
-    elif output_format is OutputFormat.json:
-        sys.stdout.write(
-            frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n"
-        )
-    else:
-        import pandas as pd
+    try:
+        frame = read_only_query(path, query)
+    except StorageError as e:
+        raise UserError(sql_error_message(e)) from e
+    write_result(frame, output_format, output)
 
-        with pd.option_context(
-            "display.max_rows",
-            200,
-            "display.max_columns",
-            50,
-            "display.width",
-            200,
-            "display.max_colwidth",
-            80,
-        ):
-            _out(frame.to_string(index=False) if len(frame.columns) else "(no rows)")
+
+app.command()(dashboard)
+app.command()(export)
 
 
 @app.command()
@@ -455,6 +486,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (
         UserError,
+        AnalystError,
+        AlertsError,
         DemoError,
         KafkaUnavailable,
         ReplayError,

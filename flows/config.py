@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,10 +40,58 @@ def config_file() -> Path:
     return Path(os.environ.get("YUQING_CONFIG", "yuqing.toml"))
 
 
+class AlertChannel(BaseModel):
+    """One notification channel: an apprise URL and the least severe alert it receives."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: SecretStr
+    min_severity: Literal["medium", "high", "critical"] = "medium"
+
+
+class MuteWindow(BaseModel):
+    """Alerts of keys matching ``key`` are recorded but not notified inside this window:
+    between ``start`` and ``end`` (either may be open), and/or ``daily`` "HH:MM-HH:MM" UTC."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(description="field=value pairs joined by ';', e.g. 'topic=Earnings'")
+    start: datetime | None = None
+    end: datetime | None = None
+    daily: str | None = Field(None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+
+
+class AlertSettings(BaseModel):
+    """The [alerts] table of yuqing.toml: detector levels and noise controls (docs/alerts.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    open_level: float = Field(4.0, gt=0, description="an alert opens at this score (z)")
+    close_level: float = Field(2.0, description="and resolves below this one (hysteresis)")
+    cooldown: str = Field("1h", description="no new alert for a key this long after its last")
+    sentiments: list[str] = Field(["negative"], description="sentiments whose surges alert")
+    share_alerts: bool = Field(True, description="alert on jumps of the negative share too")
+    ticker_keys: bool = Field(True, description="also watch ticker x sentiment keys")
+    digest_min: int = Field(4, ge=2, description="this many alerts at once go out as one digest")
+    max_notify_age: str = Field("6h", description="alerts on older windows are backfill: no notify")
+    notify: bool = Field(True, description="false: record alerts, never notify (replays)")
+    channels: list[AlertChannel] = Field(default_factory=list)
+    mute: list[MuteWindow] = Field(default_factory=list)
+    headlines: int = Field(3, ge=1, le=20, description="representative headlines per alert")
+    explain_steps: int = Field(16, ge=1, description="integrated-gradients steps per alert")
+    story_lookback: str = Field("24h", description="how far back near-duplicates are matched")
+    catch_up: str = Field("14d", description="most history a new or lagging key replays")
+
+    @field_validator("cooldown", "max_notify_age", "story_lookback", "catch_up")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting yuqing reads. Environment variables are ``YUQING_`` + the upper-case name."""
 
-    model_config = SettingsConfigDict(env_prefix="YUQING_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="YUQING_", extra="forbid", validate_default=True, env_nested_delimiter="__"
+    )
 
     # Kafka
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
@@ -63,11 +111,16 @@ class Settings(BaseSettings):
 
     # Storage and model
     db: Path = Field(Path("yuqing.duckdb"), description="DuckDB file")
+    replica_path: Path | None = Field(
+        None, description="analysts' read replica; default: <db stem>.analyst.duckdb beside db"
+    )
     model: Path = Field(Path("models/yuqing"), description="trained model directory")
 
     # Processing
     read_batch_size: int = Field(2000, ge=1, description="messages per read/score/store batch")
-    inference_batch_size: int = Field(64, ge=1)
+    inference_batch_size: int | None = Field(
+        None, ge=1, description="texts per forward; default 1024 on GPU, 64 on CPU"
+    )
     max_text_chars: int = Field(100_000, ge=1, description="longer texts are dead-lettered")
     device: str | None = Field(None, description="torch device; default: accelerate's choice")
 
@@ -80,6 +133,10 @@ class Settings(BaseSettings):
     alert_min_count: int = Field(5, ge=1, description="fewest negative items a window needs")
     alert_threshold: float = Field(
         6.0, gt=0, description="-log10 of the Poisson tail probability needed to alert"
+    )
+
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings, description="detector levels and noise controls"
     )
 
     @field_validator("window", "baseline")
@@ -116,6 +173,13 @@ class Settings(BaseSettings):
     @property
     def baseline_delta(self) -> timedelta:
         return parse_duration(self.baseline)
+
+    @property
+    def analyst_replica(self) -> Path:
+        """The replica published after each commit for analysts (storage/replica.py)."""
+        from storage.replica import replica_path_for
+
+        return self.replica_path or replica_path_for(self.db)
 
     def alert_url_list(self) -> list[str]:
         return [u.strip() for u in self.alert_urls.get_secret_value().split(",") if u.strip()]

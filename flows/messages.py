@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 OPTIONAL_STRINGS = ("title", "source", "url", "lang")
+# A published_at further ahead of the clock than this is a lie, not skew: it would open alert
+# windows years away, so such a message is dead-lettered.
+MAX_FUTURE_SKEW = timedelta(days=1)
 
 
 class BadMessage(ValueError):
@@ -104,6 +107,11 @@ def parse_message(
         published_at = parse_timestamp(published)
     else:
         raise BadMessage(f"published_at must be a string, got {type(published).__name__}")
+    if published_at > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        raise BadMessage(
+            f"published_at {published_at:%Y-%m-%dT%H:%M:%SZ} is more than "
+            f"{MAX_FUTURE_SKEW.days} day(s) in the future"
+        )
 
     tickers = payload.get("tickers")
     if tickers is not None:

@@ -20,19 +20,27 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run, task_run
 
-from flows.config import Settings
+from flows.alerting import detect_alerts
+from flows.config import Settings, parse_duration
+from flows.faults import fault_point
 from flows.kafka_io import RawRecord, TopicReader
 from flows.messages import BadMessage, parse_message
-from flows.notify import Notifier, render_alert
-from flows.spikes import SpikeRule, detect_spikes
-from nlp.inference import Classifier
+from flows.notify import Notifier
+from flows.stories import StoryIndex
+from nlp.engine import Engine, EngineConfig
 from storage import alerts as alert_store
 from storage.db import connect
 from storage.queries import sentiment_mix
+from storage.registry import register_model
+from storage.replica import publish_replica
 from storage.writer import StoreResult, known_ids, load_offsets, record_run, store_batch
 
 SUMMARY_ARTIFACT_KEY = "yuqing-run-summary"
 MIX_ARTIFACT_KEY = "yuqing-sentiment-mix"
+COUNTS_ARTIFACT_KEY = "yuqing-run-counts"
+ALERTS_ARTIFACT_KEY = "yuqing-alerts-raised"
+ALERT_ARTIFACT_FIELDS = ("severity", "kind", "topic", "ticker", "window_start", "window_end",
+                         "observed", "expected", "score", "alert_id")  # fmt: skip
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -91,7 +99,9 @@ SCORE_COLUMNS = ["sentiment", "sentiment_score", "topic", "topic_score", "model_
 def classification_input(frame: pd.DataFrame) -> list[str]:
     """The text the model reads: the title, when there is one, then the body."""
     return [
-        text if not title or text.startswith(title) else f"{title}\n{text}"
+        text
+        if not isinstance(title, str) or not title or text.startswith(title)
+        else f"{title}\n{text}"
         for title, text in zip(frame["title"], frame["text"], strict=True)
     ]
 
@@ -150,11 +160,11 @@ def read_batch(reader: TopicReader, max_records: int) -> list[RawRecord]:
 
 
 @task(cache_policy=NO_CACHE)
-def classify(classifier: Classifier, fresh: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+def classify(classifier: Engine, fresh: pd.DataFrame) -> pd.DataFrame:
     """Score sentiment and topic for every fresh message in one pass of the model."""
     if fresh.empty:
         return fresh.assign(**{column: None for column in SCORE_COLUMNS})
-    predictions = classifier.predict(classification_input(fresh), batch_size=batch_size)
+    predictions = classifier.predict(classification_input(fresh))
     scored = fresh.copy()
     scored["sentiment"] = predictions.sentiment
     scored["sentiment_score"] = predictions.sentiment_score.astype("float64")
@@ -185,49 +195,76 @@ def store(
     )
 
 
+def load_story_index(con, settings: Settings) -> StoryIndex:
+    """The stories of the last ``alerts.story_lookback``, so new copies join them."""
+    index = StoryIndex()
+    for text, story_id in alert_store.recent_stories(
+        con, lookback=parse_duration(settings.alerts.story_lookback)
+    ):
+        index.add(text, story_id)
+    return index
+
+
+def with_story_ids(scored: pd.DataFrame, stories: StoryIndex) -> pd.DataFrame:
+    """Give every message the id of the story it tells (flows/stories.py)."""
+    if scored.empty:
+        return scored.assign(story_id=pd.Series(dtype="string"))
+    return scored.assign(story_id=[stories.assign(t) for t in classification_input(scored)])
+
+
 @task(cache_policy=NO_CACHE)
-def detect(con, settings: Settings, run_id: str) -> pd.DataFrame:
-    """Raise an alert for each window this run touched whose negative count spikes."""
-    rule = SpikeRule(
-        window=settings.window_delta,
-        baseline=settings.baseline_delta,
-        min_count=settings.alert_min_count,
-        threshold=settings.alert_threshold,
+def detect(
+    con, settings: Settings, run_id: str, classifier: Engine | None = None
+) -> pd.DataFrame:
+    """Advance every key's detector over the new closed windows; raise explained alerts."""
+    result = detect_alerts(con, settings=settings, run_id=run_id, classifier=classifier)
+    log = _logger()
+    log.info(
+        "detector: %d keys, %d key-windows, %d alert(s) raised, %d resolved, held back: %s",
+        result.keys,
+        result.windows,
+        len(result.raised),
+        len(result.resolved),
+        dict(result.suppressed) or "none",
     )
-    candidates = alert_store.windows_of_run(con, run_id=run_id, window=rule.window)
-    if candidates.empty:
-        return candidates
-    counts = alert_store.window_counts(
-        con,
-        topics=sorted(candidates["topic"].unique()),
-        since=candidates["window_start"].min() - rule.baseline,
-        until=candidates["window_start"].max() + rule.window,
-        window=rule.window,
-    )
-    spikes = detect_spikes(counts, candidates=candidates, rule=rule)
-    if spikes.empty:
-        return spikes
-    spikes["sentiment"] = "negative"
-    spikes["run_id"] = run_id
-    spikes["headlines"] = [
-        alert_store.top_headlines(
-            con, topic=s.topic, sentiment="negative", start=s.window_start, end=s.window_end
-        )
-        for s in spikes.itertuples()
-    ]
-    raised = alert_store.insert_alerts(con, spikes).sort_values(
-        ["window_start", "topic"], ignore_index=True
-    )
+    raised = result.raised
+    if raised.empty:
+        return raised
+    raised = raised.sort_values(["window_start", "topic"], ignore_index=True)
     for alert in raised.itertuples():
-        _logger().warning(
-            "ALERT %s: negative surge in %s at %s (%d vs %.1f expected)",
+        log.warning(
+            "ALERT %s: %s %s in %s at %s (%d vs %.1f expected)%s",
             alert.severity,
-            alert.topic,
+            alert.sentiment,
+            "share jump" if alert.kind == "share" else "surge",
+            alert.ticker if isinstance(alert.ticker, str) else alert.topic,
             alert.window_start,
             alert.observed,
             alert.expected,
+            "" if alert.notify else " [recorded, not notified]",
         )
+    _emit_events(raised)
     return raised
+
+
+def _emit_events(raised: pd.DataFrame) -> None:
+    """Emit each alert as a Prefect event, so Automations can route it."""
+    from prefect.events import emit_event
+
+    from flows.notify import alert_payload
+
+    for alert in raised.to_dict("records"):
+        payload = alert_payload(alert)
+        emit_event(
+            event=f"yuqing.alert.{alert['severity']}",
+            resource={
+                "prefect.resource.id": f"yuqing.alert.{alert['alert_id']}",
+                "prefect.resource.name": payload["title"],
+                "yuqing.topic": str(alert["topic"]),
+                "yuqing.kind": str(alert["kind"]),
+            },
+            payload=payload,
+        )
 
 
 @task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
@@ -236,20 +273,22 @@ def notify(con, settings: Settings) -> tuple[int, int]:
     pending = alert_store.pending_alerts(con)
     if pending.empty:
         return 0, 0
-    notifier = Notifier(settings.alert_url_list())
+    notifier = Notifier(
+        settings.alert_url_list(),
+        channels=[(c.url.get_secret_value(), c.min_severity) for c in settings.alerts.channels],
+    )
     if not notifier.configured:
         _logger().warning("%d alert(s) pending: no YUQING_ALERT_URLS configured", len(pending))
         return 0, len(pending)
-    delivered = 0
-    for alert in pending.to_dict("records"):
-        ok = notifier.send(render_alert(alert))
+    outcome = notifier.deliver(pending.to_dict("records"), digest_min=settings.alerts.digest_min)
+    for alert_id, ok in outcome.items():
         alert_store.record_delivery(
             con,
-            alert_id=alert["alert_id"],
+            alert_id=alert_id,
             delivered=ok,
             error=None if ok else "notification not delivered",
         )
-        delivered += ok
+    delivered = sum(outcome.values())
     failed = len(pending) - delivered
     if failed:
         raise RuntimeError(f"{failed} of {len(pending)} alert(s) not delivered; they stay pending")
@@ -298,6 +337,25 @@ def publish_summary(summary: RunSummary) -> None:
         create_table_artifact(
             table=mix.to_dict("records"), key=MIX_ARTIFACT_KEY, description="sentiment per topic"
         )
+    counts = ("status", "messages_read", "scored", "duplicates", "dead_lettered", "alerts_raised",
+              "alerts_notified", "alerts_pending", "model_version")  # fmt: skip
+    create_table_artifact(
+        table=[{k: getattr(summary, k) for k in counts}],
+        key=COUNTS_ARTIFACT_KEY,
+        description="yuqing run counts",
+    )
+    create_table_artifact(
+        table=[
+            {
+                k: str(a[k]) if k.startswith("window") else a[k]
+                for k in ALERT_ARTIFACT_FIELDS
+                if k in a
+            }
+            for a in summary.alerts
+        ],
+        key=ALERTS_ARTIFACT_KEY,
+        description="alerts raised by this run",
+    )
 
 
 @flow(name="yuqing-monitor", log_prints=False)
@@ -310,19 +368,36 @@ def monitor() -> dict:
     con = connect(settings.db, lock_timeout_s=60)
     reader = None
     try:
-        classifier = Classifier.load(settings.model, device=settings.device)
+        classifier = Engine.load(
+            settings.model,
+            device=settings.device,
+            config=EngineConfig(batch_size=settings.inference_batch_size),
+        )
         summary.model_version = classifier.model_version
+        register_model(
+            con,
+            model_version=classifier.model_version,
+            base_model=classifier.model.base,
+            trained_at=classifier.model.metadata.get("created_at"),
+            metrics=classifier.model.metadata.get("dev"),
+        )
+        stories = load_story_index(con, settings)
         stored = load_offsets(con, consumer=settings.consumer_name, topic=settings.topic)
         reader = open_reader(settings, stored)
         while not reader.done:
             records = read_batch(reader, settings.read_batch_size)
             if not records:
                 break
+            fault_point("read")
             parsed = parse_records(
                 records, topic=settings.topic, max_text_chars=settings.max_text_chars, con=con
             )
-            scored = classify(classifier, parsed.fresh, settings.inference_batch_size)
+            fault_point("inference")
+            scored = classify(classifier, parsed.fresh)
+            scored = with_story_ids(scored, stories)
+            fault_point("commit")
             result = store(con, scored, parsed.dead, settings, dict(reader.positions), run_id)
+            publish_analyst_replica(con, settings)
             summary.messages_read += len(records)
             summary.scored += result.inserted
             summary.duplicates += parsed.duplicates + result.duplicates
@@ -334,9 +409,11 @@ def monitor() -> dict:
                 result.dead_lettered,
                 reader.lag,
             )
-        raised = detect(con, settings, run_id)
+        raised = detect(con, settings, run_id, classifier)
         summary.alerts_raised = len(raised)
-        summary.alerts = raised.drop(columns=["headlines"], errors="ignore").to_dict("records")
+        summary.alerts = raised.drop(
+            columns=["headlines", "top_terms", "top_tickers", "explanation"], errors="ignore"
+        ).to_dict("records")
         state = notify(con, settings, return_state=True)
         if state.is_completed():
             summary.alerts_notified, summary.alerts_pending = state.result()
@@ -356,13 +433,24 @@ def monitor() -> dict:
         if reader is not None:
             reader.close()
         summary.finished_at = datetime.now(UTC)
-        _finish(con, summary)
+        _finish(con, summary, settings)
     publish_summary(summary)
     return summary.as_dict()
 
 
-def _finish(con, summary: RunSummary) -> None:
-    """Record the run in ``runs`` and close the database; never mask the run's own error."""
+def publish_analyst_replica(con, settings: Settings) -> None:
+    """Publish the committed state to the analysts' replica (storage/replica.py)."""
+    fault_point("checkpoint")
+    seconds = publish_replica(
+        con, settings.db, settings.analyst_replica, before_replace=lambda: fault_point("replace")
+    )
+    _logger().debug("analyst replica published in %.3fs", seconds)
+
+
+def _finish(con, summary: RunSummary, settings: Settings) -> None:
+    """Record the run in ``runs``, publish the replica and close the database.
+
+    Never masks the run's own error."""
     try:
         record_run(
             con,
@@ -374,5 +462,9 @@ def _finish(con, summary: RunSummary) -> None:
         )
     except Exception as e:  # noqa: BLE001 - the run's own outcome matters more
         logging.getLogger(__name__).error("could not record the run: %s", e)
+    try:
+        publish_analyst_replica(con, settings)
+    except Exception as e:  # noqa: BLE001 - the run's own outcome matters more
+        logging.getLogger(__name__).error("could not publish the analyst replica: %s", e)
     finally:
         con.close()

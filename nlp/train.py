@@ -76,7 +76,7 @@ class TrainConfig:
     quick_steps: int = 400  # quick mode: full-batch AdamW steps on the heads
     quick_lr: float = 1e-2
     embed_batch_size: int = 64  # texts per batch when computing pooled vectors
-    normalization: str = "none"  # text clean-up recorded in the model ("finance": links -> http)
+    normalization: str = "finance"  # text clean-up recorded in the model (nlp.text.prepare_texts)
     dapt_epochs: int = 0  # full mode: masked-LM epochs on the training texts before fine-tuning
     dapt_lr: float = 5e-5
     teachers: tuple[str, ...] = ()  # model dirs whose averaged probabilities are distilled

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from storage.views import ANALYST_VIEWS_V3
+
 logger = logging.getLogger(__name__)
 
 
@@ -170,6 +172,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                url, lang, tickers, story_id, ingested_at
         FROM news;
         """,
+    ),
+    Migration(
+        3,
+        "analyst views and macros (docs/sql.md)",
+        ANALYST_VIEWS_V3,
     ),
 )
 

@@ -88,7 +88,8 @@ def store_batch(
     _check_columns(scored, NEWS_COLUMNS, "scored")
     _check_columns(dead_letters, DEAD_LETTER_COLUMNS, "dead-letter")
     now = datetime.now(UTC)
-    batch_news = scored.loc[:, list(NEWS_COLUMNS)].drop_duplicates("id", keep="first")
+    columns = [*NEWS_COLUMNS, *(["story_id"] if "story_id" in scored.columns else [])]
+    batch_news = scored.loc[:, columns].drop_duplicates("id", keep="first")
     batch_news = batch_news.assign(ingested_at=now, run_id=run_id)
     batch_dead = dead_letters.loc[:, list(DEAD_LETTER_COLUMNS)].assign(
         received_at=now, run_id=run_id

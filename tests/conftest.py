@@ -143,7 +143,8 @@ def surge_messages(
     *, topic_word: str = "oil", end: datetime | None = None, prefix: str = "m"
 ) -> list[dict]:
     """Six hours of sparse mixed news, then a burst of negative items on one topic."""
-    end = end or datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    # Recent by default: alerts on windows older than alerts.max_notify_age are backfill.
+    end = end or datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(hours=6)
     messages = []
     for i in range(72):  # one item every 5 minutes, rotating topics and sentiments
@@ -162,3 +163,11 @@ def surge_messages(
             )
         )
     return messages
+
+
+@pytest.fixture(scope="session")
+def analyst_db(tmp_path_factory) -> Path:
+    """A realistic yuqing database (two weeks of news up to now, alerts, runs) and its replica."""
+    from tests.storage.analyst_fixtures import build_analyst_db
+
+    return build_analyst_db(tmp_path_factory.mktemp("analyst") / "yuqing.duckdb")

@@ -1,0 +1,358 @@
+"""High-throughput inference: raw strings in, both heads' labels and calibrated scores out.
+
+The model is not the bottleneck of a naive loop; tokenization, padding, host-to-device copies
+and Python work per item are. The engine removes each of them:
+
+1. The input is streamed in chunks (`chunk_size` texts), so memory stays bounded for any backlog.
+2. Chunks are tokenized ahead of the device (`prefetch` chunks): on CUDA by a pool of worker
+   processes (no GIL contention with the thread that drives the GPU), on CPU by one thread.
+   `nlp.tokenize_worker.Encoder` returns flat id arrays, never padded Python lists, and for
+   BERT-style WordPiece tokenizers it serves repeated words from an exact word cache.
+3. Token ids come back as one padded array per chunk. Rows are sorted by length (numpy, no
+   Python per item) and cut into batches of similar length, each padded only to its own longest
+   row, rounded up to a multiple of 8 (tensor-core friendly shapes, few distinct shapes).
+4. Each chunk's ids go to the device in one pinned, non-blocking copy; batches are slices of it,
+   gathered on the device. The attention mask is built on the device from the lengths.
+5. One forward serves both heads: encoder (SDPA attention) -> mean pooling -> two linear heads ->
+   temperature -> softmax. Results are scattered back to input order on the device and copied
+   to the host once per chunk.
+
+Texts longer than the encoder's window (rare in news feeds) take the windowed path of
+`nlp.inference.Classifier` with the same model, so a long article is still read in full.
+On CUDA the encoder runs on an fp16 copy of its weights (bf16 optional); on CPU in fp32.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nlp.inference import Classifier, Predictions, TextWindows, _special_tokens_around
+from nlp.model import TASKS, DualHeadClassifier, prepare_texts
+from nlp.tokenize_worker import Encoder, encode_in_worker, init_worker
+
+logger = logging.getLogger(__name__)
+
+_WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    chunk_size: int = 32768  # texts tokenized and scored together
+    batch_size: int | None = None  # rows per forward at most; None: 2048 on CUDA, 64 on CPU
+    max_batch_tokens: int | None = None  # rows x padded length at most; None: batch_size x 64
+    pad_multiple: int = 8
+    prefetch: int = 2  # chunks tokenized ahead of the device
+    tokenizer_workers: int | None = None  # tokenizer processes; None or 0: one thread in-process
+    word_cache: bool = True  # exact word cache for WordPiece tokenizers (tokenize_worker)
+    precision: str = "fp16"  # encoder on CUDA: fp16 (default: closer to fp32 than bf16), bf16, fp32
+    compile: bool = False  # torch.compile the scoring function (pays off for long backlogs)
+
+
+@dataclass
+class ChunkResult:
+    """Predictions for one chunk of the input, in input order (indices into the labels)."""
+
+    start: int  # position of the chunk's first text in the whole input
+    sentiment_id: np.ndarray  # (n,) int64
+    sentiment_probs: np.ndarray  # (n, n_sentiment) float32
+    topic_id: np.ndarray  # (n,) int64
+    topic_probs: np.ndarray  # (n, n_topic) float32
+
+    def __len__(self) -> int:
+        return len(self.sentiment_id)
+
+
+@dataclass
+class _Tokenized:
+    start: int
+    texts: list  # the chunk as given
+    ids: np.ndarray  # (m, L_max) int32: the rows in `order`, right-padded
+    lengths: np.ndarray  # (m,) int64: their lengths, ascending
+    order: np.ndarray  # (m,) the chunk rows in length order (long texts left out)
+    long_rows: np.ndarray  # rows whose text exceeds the window: scored by the windowed path
+
+
+class Engine:
+    """Scores texts with a `DualHeadClassifier` at device speed; see the module docstring."""
+
+    def __init__(
+        self,
+        model: DualHeadClassifier,
+        *,
+        device: str | torch.device | None = None,
+        config: EngineConfig | None = None,
+    ):
+        config = config or EngineConfig()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        batch_size = config.batch_size or (2048 if self.device.type == "cuda" else 64)
+        self.config = dataclasses.replace(
+            config,
+            batch_size=batch_size,
+            max_batch_tokens=config.max_batch_tokens or batch_size * 64,
+        )
+        self.model = model.to(self.device).eval()
+        self.labels = {task: np.array(model.labels(task), dtype=object) for task in TASKS}
+        self.model_version = model.model_version
+        self.tokenizer = model.tokenizer
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.windows = TextWindows(self.tokenizer, max_length=model.max_length)
+        prefix, suffix = _special_tokens_around(self.tokenizer)
+        self._encoder_kwargs = {
+            "tokenizer_json": self.tokenizer.backend_tokenizer.to_str(),
+            "max_length": model.max_length,
+            "normalization": model.normalization,
+            "prefix": prefix,
+            "suffix": suffix,
+            "word_cache": self.config.word_cache,
+        }
+        self._encoder = Encoder(**self._encoder_kwargs)
+        workers = self.config.tokenizer_workers
+        if workers is None:
+            workers = 0  # see docs/benchmarks.md: worker processes were slower on the H100 host
+        self._workers, self._pool = workers, None
+        self._windowed = Classifier(model=model, device=self.device)
+        # Half-precision weights once on CUDA (autocast would re-cast every weight on every forward); the
+        # model itself keeps fp32 for training-style uses such as integrated gradients.
+        self.encoder = model.encoder
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        if self.config.precision not in dtypes:
+            raise ValueError(
+                f"precision must be one of {list(dtypes)}, got {self.config.precision!r}"
+            )
+        if self.device.type == "cuda" and self.config.precision != "fp32":
+            self.encoder = copy.deepcopy(model.encoder).to(dtypes[self.config.precision]).eval()
+        temperatures = [model.temperature(task) for task in TASKS]
+        self._inverse_t = torch.tensor(temperatures, device=self.device).reciprocal()
+        self._score = self._score_batch
+        if self.config.compile:
+            self._score = torch.compile(self._score_batch, dynamic=False)
+
+    @classmethod
+    def load(
+        cls, model_dir, *, device: str | None = None, config: EngineConfig | None = None
+    ) -> Engine:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(DualHeadClassifier.load(model_dir, device=device), device=device, config=config)
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def predict(self, texts: Iterable[str]) -> Predictions:
+        """All predictions in input order (holds the results, not the texts, in memory)."""
+        parts = list(self.stream(texts))
+        probs = {
+            task: np.concatenate([getattr(p, f"{task}_probs") for p in parts])
+            if parts
+            else np.zeros((0, len(self.labels[task])), dtype=np.float32)
+            for task in TASKS
+        }
+        fields = {}
+        for task in TASKS:
+            chosen = probs[task].argmax(axis=1)  # (N,)
+            fields[task] = self.labels[task][chosen]
+            fields[f"{task}_score"] = probs[task][np.arange(len(chosen)), chosen]
+            fields[f"{task}_probs"] = probs[task]
+        return Predictions(**fields)
+
+    def stream(self, texts: Iterable[str]) -> Iterator[ChunkResult]:
+        """Chunk results in input order; tokenization of later chunks overlaps device work."""
+        chunks: queue.Queue = queue.Queue(maxsize=max(1, self.config.prefetch))
+        done = object()
+        stop = threading.Event()
+        pool = self._tokenizer_pool()
+
+        def produce() -> None:
+            try:
+                iterator, start = iter(texts), 0
+                pending: collections.deque = collections.deque()
+                while not stop.is_set():
+                    chunk = list(itertools.islice(iterator, self.config.chunk_size))
+                    if chunk:
+                        pending.append((start, chunk, self._submit(pool, chunk)))
+                        start += len(chunk)
+                    if pending and (not chunk or len(pending) > 1):
+                        chunks.put(self._collect(*pending.popleft()))
+                    if not chunk and not pending:
+                        break
+                chunks.put(done)
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer
+                chunks.put(error)
+
+        worker = threading.Thread(target=produce, name="yuqing-tokenize", daemon=True)
+        worker.start()
+        try:
+            while (item := chunks.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield self._score_chunk(item)
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    chunks.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.05)
+
+    def close(self) -> None:
+        """Stop the tokenizer worker processes (they also stop when the process exits)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _tokenizer_pool(self) -> ProcessPoolExecutor | None:
+        if self._workers and self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker,
+                initargs=(self._encoder_kwargs,),
+            )
+            weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
+            # Start every worker now, each with a single-threaded Rust tokenizer: the pool is
+            # the parallelism, and N workers x all-core thread pools would oversubscribe the CPU.
+            saved = {key: os.environ.get(key) for key in _WORKER_ENV}
+            os.environ.update(_WORKER_ENV)
+            try:
+                futures = [self._pool.submit(os.getpid) for _ in range(self._workers)]
+                for future in futures:
+                    future.result()
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+        return self._pool
+
+    def _submit(self, pool: ProcessPoolExecutor | None, chunk: list) -> list | None:
+        if pool is None:
+            return None
+        size = -(-len(chunk) // self._workers)
+        return [
+            pool.submit(encode_in_worker, chunk[i : i + size]) for i in range(0, len(chunk), size)
+        ]
+
+    def _collect(self, start: int, chunk: list, futures: list | None) -> _Tokenized:
+        if futures is None:
+            flat, lengths = self._encoder.encode(chunk)
+        else:
+            parts = [future.result() for future in futures]
+            flat = np.concatenate([part[0] for part in parts])
+            lengths = np.concatenate([part[1] for part in parts])
+        return self._layout(start, chunk, flat, lengths)
+
+    def _layout(self, start: int, chunk: list, flat: np.ndarray, lengths: np.ndarray) -> _Tokenized:
+        """Rows in length order, right-padded to the longest: batch b is rows [begin, end)."""
+        long_rows = self._long_rows(chunk, lengths)
+        order = np.argsort(lengths, kind="stable")  # (n,) shortest first
+        if len(long_rows):
+            order = order[~np.isin(order, long_rows)]
+        sorted_lengths = lengths[order].astype(np.int64)  # (m,)
+        width = int(sorted_lengths[-1]) if len(order) else 1
+        ids = np.full((len(order), width), self.pad_id, dtype=np.int32)  # (m, L_max)
+        starts = np.cumsum(lengths, dtype=np.int64) - lengths  # (n,) where each text's ids begin
+        row = np.repeat(np.arange(len(order)), sorted_lengths)
+        column = np.arange(len(row)) - np.repeat(
+            np.cumsum(sorted_lengths) - sorted_lengths, sorted_lengths
+        )
+        ids[row, column] = flat[np.repeat(starts[order], sorted_lengths) + column]
+        return _Tokenized(start, chunk, ids, sorted_lengths, order, long_rows)
+
+    def _long_rows(self, chunk: list, lengths: np.ndarray) -> np.ndarray:
+        """Rows whose text needs more than one window (their ids were truncated)."""
+        full = np.flatnonzero(lengths >= self.model.max_length)
+        if not len(full):
+            return full
+        texts = prepare_texts([chunk[i] for i in full], self.model.normalization)
+        windows = self.windows.split(texts)
+        return full[np.bincount(windows.doc, minlength=len(full)) > 1]
+
+    def _batches(self, lengths_sorted: np.ndarray) -> Iterator[tuple[int, int, int]]:
+        """(begin, end, padded_length) over rows sorted by length."""
+        cfg, n, begin = self.config, len(lengths_sorted), 0
+        while begin < n:
+            end = min(begin + cfg.batch_size, n)
+            width = _round_up(int(lengths_sorted[end - 1]), cfg.pad_multiple)
+            end = min(end, begin + max(1, cfg.max_batch_tokens // width))
+            width = _round_up(int(lengths_sorted[end - 1]), cfg.pad_multiple)
+            yield begin, end, width
+            begin = end
+
+    @torch.inference_mode()
+    def _score_chunk(self, item: _Tokenized) -> ChunkResult:
+        n = len(item.texts)
+        device, non_blocking = self.device, self.device.type == "cuda"
+        ids_host = torch.from_numpy(item.ids)
+        order_host = torch.from_numpy(item.order)
+        lengths_host = torch.from_numpy(item.lengths)
+        if non_blocking:
+            ids_host, order_host, lengths_host = (
+                t.pin_memory() for t in (ids_host, order_host, lengths_host)
+            )
+        ids = ids_host.to(device, non_blocking=non_blocking).long()  # (m, L_max), length order
+        order = order_host.to(device, non_blocking=non_blocking)  # (m,)
+        lengths = lengths_host.to(device, non_blocking=non_blocking)  # (m,)
+        out = {
+            task: torch.empty((n, len(self.labels[task])), dtype=torch.float32, device=device)
+            for task in TASKS
+        }
+        for begin, end, width in self._batches(item.lengths):
+            rows = order[begin:end]  # (B,) chunk rows of this batch
+            probs = self._score(ids[begin:end, :width].contiguous(), lengths[begin:end])
+            for task, task_probs in zip(TASKS, probs, strict=True):
+                out[task][rows] = task_probs
+        if len(item.long_rows):
+            windowed = self._windowed.predict([item.texts[i] for i in item.long_rows])  # prepares
+            rows = torch.from_numpy(item.long_rows).to(device)
+            for task in TASKS:
+                out[task][rows] = torch.from_numpy(getattr(windowed, f"{task}_probs")).to(device)
+        host = {task: out[task].cpu().numpy() for task in TASKS}
+        return ChunkResult(
+            start=item.start,
+            sentiment_id=host["sentiment"].argmax(axis=1),
+            sentiment_probs=host["sentiment"],
+            topic_id=host["topic"].argmax(axis=1),
+            topic_probs=host["topic"],
+        )
+
+    def _score_batch(
+        self, input_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated probabilities of both heads for one padded batch (B, L)."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        mask = (positions[None, :] < lengths[:, None]).to(torch.long)  # (B, L)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(torch.float32)  # (B, L, 1)
+        pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, H)
+        heads = self.model.heads
+        return tuple(
+            F.softmax(heads[task](pooled) * self._inverse_t[i], dim=-1)
+            for i, task in enumerate(TASKS)
+        )
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)

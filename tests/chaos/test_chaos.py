@@ -1,0 +1,54 @@
+"""The CI subset of the chaos suite: the same scenario code as `python -m tests.chaos`, small."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos import scenarios
+from tests.chaos.common import ChaosEnv
+
+
+@pytest.fixture
+def chaos_env(broker, tiny_model_dir, prefect_harness, tmp_path) -> ChaosEnv:
+    from prefect.settings import PREFECT_API_URL
+
+    return ChaosEnv(
+        bootstrap=broker.bootstrap,
+        model_dir=tiny_model_dir,
+        workdir=tmp_path,
+        prefect_api_url=PREFECT_API_URL.value(),
+        broker=broker,
+        in_process=True,  # only the runs a scenario kills, pauses or limits are processes
+    )
+
+
+def assert_passed(outcome) -> None:
+    assert outcome.passed, outcome.table()
+
+
+def test_crash_killed_inside_the_commit_loses_nothing(chaos_env):
+    outcome = scenarios.crash(
+        chaos_env, messages=1_000, kills=1, phases=("commit",), batch=200, seed=1
+    )
+    assert_passed(outcome)
+    assert outcome.figures["kills"] == 1
+
+
+def test_fuzzed_input_is_dead_lettered_and_good_input_unaffected(chaos_env):
+    assert_passed(scenarios.bad_input(chaos_env, fuzzed=600, good=100, huge=1, seed=2))
+
+
+def test_broker_paused_mid_read_fails_cleanly_and_the_next_run_catches_up(chaos_env):
+    assert_passed(scenarios.broker_outage(chaos_env, messages=100, when=("mid-read",)))
+
+
+def test_alerts_wait_for_the_notifier_and_are_delivered_once(chaos_env):
+    assert_passed(scenarios.notifier_outage(chaos_env))
+
+
+def test_analysts_query_the_replica_while_runs_write(chaos_env):
+    assert_passed(scenarios.analysts(chaos_env, queries=100, cli_queries=3, per_second=50))
+
+
+def test_a_full_disk_fails_the_run_cleanly_and_the_next_run_recovers(chaos_env):
+    assert_passed(scenarios.disk_full(chaos_env, first=200, second=600))

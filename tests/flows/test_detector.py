@@ -1,0 +1,221 @@
+"""The streaming detector: pure, O(1) per window, restartable, z-scored on every series."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.detector import (
+    DetectorConfig,
+    SeriesDetector,
+    SeriesFileError,
+    ShareDetector,
+    count_tail,
+    detect_file,
+    read_series_csv,
+    score_series,
+)
+
+T0 = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
+W = pd.Timedelta(minutes=5)
+
+
+def seasonal_counts(
+    days: int, seed: int = 0, base: float = 8.0
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    times = pd.date_range(T0, periods=days * 288, freq=W)
+    hour = np.asarray(times.hour + times.minute / 60)
+    mean = base * (0.3 + 1.5 * np.exp(-(((hour - 15) / 3) ** 2)))
+    return times, np.random.default_rng(seed).poisson(mean).astype(float)
+
+
+@pytest.mark.parametrize(
+    ("x", "mean", "dispersion"), [(5, 2.0, 1.0), (12, 3.0, 1.0), (30, 10.0, 3.0)]
+)
+def test_count_tail_is_the_mid_p_of_poisson_and_negative_binomial(x, mean, dispersion):
+    from scipy import stats
+
+    if dispersion == 1.0:
+        dist = stats.poisson(mean)
+    else:
+        dist = stats.nbinom(mean / (dispersion - 1), 1 / dispersion)
+    assert count_tail(x, mean, dispersion) == pytest.approx(dist.sf(x - 1) - 0.5 * dist.pmf(x))
+
+
+def test_a_quiet_seasonal_series_rarely_alerts_and_a_spike_does():
+    times, values = seasonal_counts(days=10)
+    spike_at = 9 * 288 + 180  # day 10, 15:00 (the busy hour)
+    quiet = score_series(times, values)
+    values[spike_at] += 6 * np.sqrt(values[spike_at - 288 * 7 : spike_at : 288].mean())  # +6 sd
+    scored = score_series(times, values)
+    assert quiet["opened"][288:].sum() <= 3  # about 1 per week per key at most
+    assert scored["alert"][spike_at] == 1 and scored["anomaly_score"][spike_at] > 5
+    assert quiet["anomaly_score"][288:].abs().median() < 1.0  # z-like: centred, unit scale
+
+
+def test_the_seasonal_baseline_follows_the_busy_hour():
+    times, values = seasonal_counts(days=8)
+    scored = score_series(times, values)
+    last_day = slice(7 * 288, 8 * 288)
+    expected = scored["expected"][last_day].to_numpy()
+    night, busy = expected[2 * 12 : 3 * 12].mean(), expected[15 * 12 : 16 * 12].mean()
+    assert busy > 3 * night  # the truth is 14.4 vs 2.4
+
+
+def test_past_spikes_do_not_inflate_the_baseline():
+    times, values = seasonal_counts(days=3, base=5)
+    flat = values.copy()
+    values[400:405] += 60  # a big spike in day 2
+    with_spike, without = score_series(times, values), score_series(times, flat)
+    later = slice(420, 700)
+    ratio = with_spike["expected"][later].to_numpy() / without["expected"][later].to_numpy()
+    assert ratio.max() < 1.03 and ratio.min() > 0.9  # not inflated (a 60-item spike x 5)
+
+
+def test_a_level_shift_becomes_the_new_normal():
+    times = pd.date_range(T0, periods=600, freq=W)
+    values = np.r_[np.full(300, 10.0), np.full(300, 40.0)] + np.random.default_rng(1).normal(
+        0, 1, 600
+    )
+    scored = score_series(times, values)
+    assert scored["alert"][300] == 1  # the shift itself alerts
+    assert scored["alert"][360:].sum() == 0  # and is accepted after adapt_after windows
+    assert scored["expected"].iloc[-1] == pytest.approx(40, abs=2)
+
+
+def test_cold_start_alerts_within_the_first_two_hours():
+    times = pd.date_range(T0, periods=30, freq=W)
+    values = np.r_[np.random.default_rng(2).poisson(3, 24), [25, 3, 2, 4, 3, 3]].astype(float)
+    scored = score_series(times, values)
+    assert scored["alert"][:24].sum() == 0 and scored["alert"][24] == 1
+
+
+def test_a_sparse_key_is_not_alarmed_by_one_item():
+    times = pd.date_range(T0, periods=2000, freq=W)
+    values = (np.random.default_rng(3).random(2000) < 0.02).astype(float)  # one item now and then
+    assert score_series(times, values)["opened"].sum() <= 1
+
+
+def test_state_survives_a_json_round_trip_and_continues_identically():
+    times, values = seasonal_counts(days=3)
+    config = DetectorConfig()
+    straight = SeriesDetector(config=config)
+    restarted = SeriesDetector(config=config)
+    for i, (t, v) in enumerate(zip(times, values, strict=True)):
+        a = straight.update(t, v)
+        b = restarted.update(t, v)
+        assert a.score == pytest.approx(b.score) and a.alerting == b.alerting
+        if i % 97 == 0:  # restart from stored JSON
+            restarted = SeriesDetector.from_state(json.loads(json.dumps(restarted.state())), config)
+    assert len(json.dumps(straight.state())) < 8000
+
+
+def test_scores_are_comparable_across_scales():
+    rng = np.random.default_rng(4)
+    times = pd.date_range(T0, periods=2000, freq=W)
+    noise = rng.normal(0, 1, 2000)
+    small = 0.01 * noise
+    large = 5e6 + 1e5 * noise
+    small[1500] += 0.06  # +6 sd on both
+    large[1500] += 6e5
+    a, b = score_series(times, small), score_series(times, large)
+    assert a["anomaly_score"][1500] == pytest.approx(b["anomaly_score"][1500], rel=1e-6)
+    assert 4 < a["anomaly_score"][1500] < 9
+
+
+def test_share_detector_catches_a_negative_share_jump_with_flat_volume():
+    rng = np.random.default_rng(5)
+    share = ShareDetector()
+    volume = SeriesDetector()
+    scores, volume_scores = [], []
+    for i in range(400):
+        t = T0 + i * W
+        total = 60
+        negative = rng.binomial(total, 0.15 if i < 380 else 0.4)
+        scores.append(share.update(t, negative, total).score)
+        volume_scores.append(volume.update(t, total + rng.integers(-3, 4)).score)
+    assert max(scores[:380]) < 4 and sum(s > 4 for s in scores[380:385]) >= 4
+    assert max(volume_scores[370:]) < 4  # volume stayed flat
+    restored = ShareDetector.from_state(json.loads(json.dumps(share.state())), DetectorConfig())
+    assert restored.share == pytest.approx(share.share)
+
+
+def test_read_series_csv_errors_are_one_line(tmp_path):
+    cases = {
+        "missing.csv": "time,value\n2026-01-01,1\n",
+        "badtime.csv": "timestamp,value\n2026-01-01T00:00Z,1\nyesterday,2\n",
+        "badvalue.csv": "timestamp,value\n2026-01-01T00:00Z,1\n2026-01-01T00:05Z,abc\n",
+        "backwards.csv": "timestamp,value\n2026-01-01T00:05Z,1\n2026-01-01T00:00Z,2\n",
+        "empty.csv": "timestamp,value\n",
+    }
+    messages = {}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SeriesFileError) as e:
+            read_series_csv(tmp_path / name)
+        messages[name] = str(e.value)
+    assert "lacks timestamp" in messages["missing.csv"]
+    assert "row 3" in messages["badtime.csv"] and "yesterday" in messages["badtime.csv"]
+    assert "row 3" in messages["badvalue.csv"] and "abc" in messages["badvalue.csv"]
+    assert "backwards" in messages["backwards.csv"] and "no rows" in messages["empty.csv"]
+    assert all("\n" not in m for m in messages.values())
+
+
+def test_detect_file_uses_only_earlier_rows(tmp_path):
+    times, values = seasonal_counts(days=2)
+    frame = pd.DataFrame({"timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": values})
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    out = detect_file(tmp_path / "in.csv", tmp_path / "out.csv")
+    # Changing the future must not change the past scores.
+    frame.loc[400:, "value"] = 1000
+    frame.to_csv(tmp_path / "in2.csv", index=False)
+    out2 = detect_file(tmp_path / "in2.csv", tmp_path / "out2.csv")
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert list(written.columns) == ["timestamp", "value", "anomaly_score", "alert"]
+    assert len(written) == len(frame) and (written["timestamp"] == frame["timestamp"]).all()
+    assert out["anomaly_score"][:400].equals(out2["anomaly_score"][:400])
+    assert out2["alert"][400] == 1
+
+
+def test_yuqing_detect_command(tmp_path):
+    from flows.cli import app
+
+    times, values = seasonal_counts(days=1)
+    pd.DataFrame({"timestamp": times.astype(str), "value": values}).to_csv(
+        tmp_path / "s.csv", index=False
+    )
+    result = CliRunner().invoke(
+        app, ["detect", "--input", str(tmp_path / "s.csv"), "--output", str(tmp_path / "o.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "scored 288 rows" in result.output and (tmp_path / "o.csv").is_file()
+
+
+def test_yuqing_detect_bad_input_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "s.csv").write_text("timestamp,value\n2026-01-01T00:00Z,x\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from flows.cli import main; main()",
+            "detect",
+            "--input",
+            str(tmp_path / "s.csv"),
+            "--output",
+            str(tmp_path / "o.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "yuqing detect: row 2: value 'x' is not a finite number"
+    ]

@@ -1,0 +1,141 @@
+"""The inference engine against the plain fp32 reference, its tokenizer, streaming and the
+multi-process split."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nlp.engine import Engine, EngineConfig
+from nlp.inference import Classifier
+from nlp.model import DEFAULT_BASE, TASKS, resolve_base
+from nlp.tokenize_worker import Encoder
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+ODD_TEXTS = [
+    "",
+    "   ",
+    "Oil falls 3% as OPEC+ cuts; $XOM -2.1% https://t.co/AbC123",
+    "Café crème prices rise — 5% in Zürich",
+    "央行 降息 25 基点",
+    "RTL: \u05d4\u05d1\u05e0\u05e7 \u05d4\u05e4\u05e1\u05d9\u05d3 with emoji 📉📉",
+    "tab\tand\nnewline\r\nand\x0bvertical\x0cform\x1cfile\x1fsep",
+    "null\x00byte and \x7fdel",
+    "zero\u200bwidth\ufeffbom and non\xa0breaking",
+    "&amp; &lt;b&gt;bold&lt;/b&gt; &#36;AAPL",
+    "supercalifragilisticexpialidocious" * 10,
+    "word " * 300,
+]
+
+
+def _corpus_texts(n: int) -> list[str]:
+    if SHARED.is_dir():
+        frames = [pd.read_csv(SHARED / t / "train.csv")["text"] for t in ("sentiment", "topic")]
+        return pd.concat(frames).sample(n, random_state=0).tolist()
+    return [f"Shares of company {i} rise after earnings beat https://t.co/x{i}" for i in range(n)]
+
+
+@pytest.mark.parametrize("normalization", ["none", "finance"])
+def test_word_cache_gives_exactly_the_rust_tokenizers_ids(normalization):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(DEFAULT_BASE))
+    kwargs = dict(
+        tokenizer_json=tokenizer.backend_tokenizer.to_str(), max_length=128,
+        normalization=normalization, prefix=[tokenizer.cls_token_id], suffix=[tokenizer.sep_token_id],
+    )  # fmt: skip
+    cached, plain = Encoder(**kwargs), Encoder(**kwargs, word_cache=False)
+    assert cached.word_cache and not plain.word_cache
+    texts = _corpus_texts(3000) + ODD_TEXTS
+    for _ in range(2):  # cold and warm cache
+        flat, lengths = cached.encode(texts)
+        flat_ref, lengths_ref = plain.encode(texts)
+        np.testing.assert_array_equal(lengths, lengths_ref)
+        np.testing.assert_array_equal(flat, flat_ref)
+    assert len(cached.cache) > 1000
+    # and both equal the transformers tokenizer with truncation at the window
+    from nlp.text import prepare_texts
+
+    expected = tokenizer(prepare_texts(texts, normalization), truncation=True, max_length=128)
+    assert lengths.tolist() == [len(ids) for ids in expected["input_ids"]]
+
+
+def test_engine_matches_the_fp32_reference(headline_model_dir):
+    texts = _corpus_texts(400) + ODD_TEXTS + ["profits plunge " * 2000]  # a 4,000-word text
+    reference = Classifier.load(headline_model_dir, device="cpu").predict(texts)
+    engine = Engine.load(headline_model_dir, device="cpu", config=EngineConfig(chunk_size=128))
+    got = engine.predict(texts)
+    assert len(got) == len(texts)
+    for task in TASKS:
+        ref_probs, probs = getattr(reference, f"{task}_probs"), getattr(got, f"{task}_probs")
+        assert np.mean(ref_probs.argmax(1) == probs.argmax(1)) >= 0.995
+        assert np.abs(ref_probs - probs).max() <= 0.01
+        np.testing.assert_array_equal(getattr(reference, task), getattr(got, task))
+        np.testing.assert_allclose(getattr(got, f"{task}_score"), probs.max(1))
+
+
+def test_worker_processes_give_the_same_results(headline_model_dir):
+    texts = _corpus_texts(300) + ODD_TEXTS
+    config = EngineConfig(chunk_size=100, tokenizer_workers=2)
+    with Engine.load(headline_model_dir, device="cpu", config=config) as engine:
+        pooled = engine.predict(texts)
+    threaded = Engine.load(headline_model_dir, device="cpu").predict(texts)
+    for task in TASKS:
+        np.testing.assert_allclose(
+            getattr(pooled, f"{task}_probs"), getattr(threaded, f"{task}_probs"), atol=1e-6
+        )
+
+
+def test_stream_reads_the_input_lazily_and_keeps_order(headline_model_dir):
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        for i in range(10**9):
+            pulled += 1
+            yield f"shares of company {i} plunge" if i % 2 else f"profits soar at firm {i}"
+
+    engine = Engine.load(headline_model_dir, device="cpu", config=EngineConfig(chunk_size=50))
+    results = engine.stream(endless())
+    starts = [next(results).start for _ in range(4)]
+    results.close()
+    assert starts == [0, 50, 100, 150]
+    # bounded: the producer is at most `prefetch` chunks plus the ones in hand ahead
+    assert pulled <= 50 * (4 + engine.config.prefetch + 2)
+
+
+def test_empty_input(headline_model_dir):
+    got = Engine.load(headline_model_dir, device="cpu").predict([])
+    assert len(got) == 0 and got.topic_probs.shape[0] == 0
+
+
+@pytest.mark.slow
+def test_two_processes_split_and_gather_in_input_order(tmp_path, headline_model_dir):
+    texts = [
+        f"shares of company {i} plunge" if i % 3 else f"profits soar at firm {i}"
+        for i in range(301)
+    ]
+    (tmp_path / "texts.txt").write_text("\n".join(texts), encoding="utf-8")
+    # accelerate's own launcher runs one process on CPU; for GPUs it hands over to torchrun,
+    # which is what runs here, so PartialState sees a real 2-process (gloo) group.
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--standalone", "-m", "nlp.distributed", "--model", str(headline_model_dir),
+        "--input", str(tmp_path / "texts.txt"), "--output", str(tmp_path / "out.npz"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    assert int(out["processes"]) == 2
+    single = Engine.load(headline_model_dir, device="cpu").predict(texts)
+    for task in TASKS:
+        np.testing.assert_array_equal(out[task], single.__getattribute__(task).astype(str))
+        np.testing.assert_allclose(
+            out[f"{task}_probs"], getattr(single, f"{task}_probs"), atol=1e-5
+        )
