@@ -48,7 +48,8 @@ RUNS: dict[str, dict] = {
     "lr2e-4": {**LONG, "lr": 2e-4, "layer_decay": 0.85},
     "combo": {},  # the defaults: LONG + layer_decay 0.85, R-Drop 1.0, class weights 0.5, sentiment x2
     "combo-ls": {"label_smoothing": 0.1},
-    "norm-finance": {"normalization": "finance"},  # combo with links replaced by "http"
+    "norm-finance": {"normalization": "finance"},  # links replaced by "http" (now the default)
+    "norm-none": {"normalization": "none"},  # combo without the link clean-up
     "dapt3": {"dapt_epochs": 3},  # combo after 3 epochs of masked-LM on the training texts
     "dapt10": {"dapt_epochs": 10},
     # students: pass the teacher dirs with --overrides '{"teachers": [...]}'
