@@ -228,7 +228,9 @@ def train(
     ] = None,
     unlabeled: Annotated[
         str | None,
-        typer.Option(help="Extra unlabeled texts (CSV/Parquet with a text column) for the MLM step."),
+        typer.Option(
+            help="Extra unlabeled texts (CSV/Parquet with a text column) for the MLM step."
+        ),
     ] = None,
     teacher: Annotated[
         list[Path] | None,

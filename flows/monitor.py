@@ -213,9 +213,7 @@ def with_story_ids(scored: pd.DataFrame, stories: StoryIndex) -> pd.DataFrame:
 
 
 @task(cache_policy=NO_CACHE)
-def detect(
-    con, settings: Settings, run_id: str, classifier: Engine | None = None
-) -> pd.DataFrame:
+def detect(con, settings: Settings, run_id: str, classifier: Engine | None = None) -> pd.DataFrame:
     """Advance every key's detector over the new closed windows; raise explained alerts."""
     result = detect_alerts(con, settings=settings, run_id=run_id, classifier=classifier)
     log = _logger()

@@ -73,8 +73,7 @@ class Encoder:
 
     def _encode_cached(self, texts: list[str], ids: list) -> None:
         words = [
-            text.split() if text.isascii() and not _UNSAFE.search(text) else None
-            for text in texts
+            text.split() if text.isascii() and not _UNSAFE.search(text) else None for text in texts
         ]
         cache = self.cache
         missing = {word for row in words if row for word in row if word not in cache}
