@@ -3,7 +3,18 @@
     python -m flows.detector_eval [--weeks 4] [--seeds 6] [--plot docs/detector_example.png]
 
 The set holds three families of 5-minute series, each with injected spikes of known size
-(4, 5, 6 and 8 robust standard deviations of the series at the spike, lasting 1 to 3 windows):
+(4, 5, 6 and 8 standard deviations, lasting 1 to 3 windows). The size is read in one of two
+units (``--unit``; the default scores both, on the same seeds and the same detector settings):
+
+* ``noise``: the TRUE sd of the local noise at the spike's window (the residual after the
+  seasonal pattern, trend and shift: sqrt(dispersion x mean) for counts, the noise scale for
+  continuous series). The hardest reading;
+* ``series``: the robust sd of the series itself, MAD x 1.4826 of the key's NON-spike values in
+  the 7 days (2016 windows) before the spike's onset, or of all the key's non-spike values when
+  fewer than one day (288) of non-spike windows precede the onset (or their MAD is 0). It
+  includes the seasonal swing, as in NAB-style benchmarks.
+
+The families:
 
 * ``counts``: negative-binomial counts with an hour-of-day profile (market hours busy, nights
   quiet), quiet weekends, a trend, one persistent level shift, and two noise bursts (three hours
@@ -44,6 +55,9 @@ PER_DAY = 288
 SPIKE_SIZES = (4.0, 5.0, 6.0, 8.0)
 STORY_HORIZON = PER_DAY  # a story counts again after a day
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+UNITS = ("noise", "series")
+TRAILING = 7 * PER_DAY  # the series-robust sd looks back one week ...
+MIN_TRAILING = PER_DAY  # ... and needs a day of non-spike windows, else the whole series
 
 
 @dataclass
@@ -51,6 +65,7 @@ class Spike:
     onset: int
     duration: int
     size_sd: float
+    unit_sd: float = float("nan")  # one sd in the series' own units, in the chosen reading
 
 
 @dataclass
@@ -72,6 +87,43 @@ def _profile(n: int, start: pd.Timestamp, rng: np.random.Generator) -> np.ndarra
     amplitude = rng.uniform(1.0, 3.0)
     weekend = np.where(np.asarray(times.day_of_week) >= 5, rng.uniform(0.3, 0.6), 1.0)
     return (0.4 + amplitude * busy) / (0.4 + amplitude * 0.35) * weekend
+
+
+def spike_mask(n: int, spikes: list[Spike]) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    for s in spikes:
+        mask[s.onset : s.onset + s.duration] = True
+    return mask
+
+
+def _robust_sd(values: np.ndarray) -> float:
+    median = np.median(values)
+    return 1.4826 * float(np.median(np.abs(values - median)))
+
+
+def series_robust_sd(values: np.ndarray, spikes: list[Spike], onset: int) -> float:
+    """MAD x 1.4826 of the non-spike values in the 7 days before ``onset``.
+
+    Falls back to all non-spike values of the series when fewer than a day of them precede the
+    onset or their MAD is 0 (and to 1.0 if that is 0 too). Spike windows never count.
+    """
+    clean = ~spike_mask(len(values), spikes)
+    lo = max(0, onset - TRAILING)
+    trailing = values[lo:onset][clean[lo:onset]]
+    sd = _robust_sd(trailing) if len(trailing) >= MIN_TRAILING else 0.0
+    if sd <= 0.0:
+        sd = _robust_sd(values[clean])
+    return sd if sd > 0.0 else 1.0
+
+
+def _set_units(spikes, values: np.ndarray, unit: str, noise_sd) -> None:
+    """Give every spike its unit (call before injecting: ``values`` must be spike-free)."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
+    for s in spikes:
+        s.unit_sd = (
+            noise_sd(s.onset) if unit == "noise" else series_robust_sd(values, spikes, s.onset)
+        )
 
 
 def _spike_onsets(n: int, count: int, rng: np.random.Generator, avoid: list[int]) -> list[int]:
@@ -99,7 +151,13 @@ def _layout(n: int, rng: np.random.Generator, spikes_per_week: int, weeks: int):
 
 
 def count_series(
-    rng: np.random.Generator, *, weeks: int, base: float, name: str, spikes_per_week: int = 3
+    rng: np.random.Generator,
+    *,
+    weeks: int,
+    base: float,
+    name: str,
+    spikes_per_week: int = 3,
+    unit: str = "noise",
 ) -> LabelledSeries:
     n = weeks * 7 * PER_DAY
     start = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
@@ -111,9 +169,9 @@ def count_series(
     for b, e in bursts:
         dispersion[b:e] *= 3.0
     values = _neg_binomial(rng, mean, dispersion)
+    _set_units(spikes, values, unit, lambda t: math.sqrt(dispersion[t] * mean[t]))
     for s in spikes:
-        sd = math.sqrt(dispersion[s.onset] * mean[s.onset])
-        values[s.onset : s.onset + s.duration] += math.ceil(s.size_sd * sd)
+        values[s.onset : s.onset + s.duration] += math.ceil(s.size_sd * s.unit_sd)
     times = pd.date_range(start, periods=n, freq=WINDOW)
     return LabelledSeries(name, "counts", times, values.astype(float), spikes, [shift], bursts)
 
@@ -127,7 +185,13 @@ def _neg_binomial(rng: np.random.Generator, mean: np.ndarray, dispersion: np.nda
 
 
 def continuous_series(
-    rng: np.random.Generator, *, weeks: int, heavy: bool, name: str, spikes_per_week: int = 3
+    rng: np.random.Generator,
+    *,
+    weeks: int,
+    heavy: bool,
+    name: str,
+    spikes_per_week: int = 3,
+    unit: str = "noise",
 ) -> LabelledSeries:
     n = weeks * 7 * PER_DAY
     start = pd.Timestamp("2026-01-05", tz="UTC")
@@ -144,8 +208,9 @@ def continuous_series(
     else:
         noise = rng.standard_normal(n)
     values = level + scale * noise
+    _set_units(spikes, values, unit, lambda t: sigma)
     for s in spikes:
-        values[s.onset : s.onset + s.duration] += s.size_sd * sigma
+        values[s.onset : s.onset + s.duration] += s.size_sd * s.unit_sd
     times = pd.date_range(start, periods=n, freq=WINDOW)
     family = "heavy" if heavy else "gauss"
     return LabelledSeries(name, family, times, values, spikes, [shift], bursts)
@@ -159,10 +224,9 @@ def text_series(
     base: float,
     spikes_per_week: int = 3,
     seed_name: str = "",
+    unit: str = "noise",
 ) -> list[LabelledSeries]:
     """Per-sentiment story counts of labelled tweets sampled onto a synthetic timeline."""
-    from flows.stories import story_ids
-
     n = weeks * 7 * PER_DAY
     start = pd.Timestamp("2026-01-05", tz="UTC")
     rate = base * _profile(n, start, rng)
@@ -178,31 +242,43 @@ def text_series(
         pool = texts[texts["label"] == label]["text"].to_numpy()
         share = float((texts["label"] == label).mean())
         _, bursts, spikes = _layout(n, rng, spikes_per_week, weeks)
+        mine = items[items["label"] == label][["window", "text"]]
+        # The series-robust sd needs the spike-free story counts (not needed for "noise").
+        clean = _story_counts(mine, n) if unit == "series" else np.zeros(n)
+        _set_units(spikes, clean, unit, lambda t, p=share: math.sqrt(max(p * rate[t], 0.05)))
         extra = []
         for s in spikes:
-            sd = math.sqrt(max(share * rate[s.onset], 0.05))
-            size = math.ceil(s.size_sd * sd)
+            size = math.ceil(s.size_sd * s.unit_sd)
             for w in range(s.onset, s.onset + s.duration):
                 for text in rng.choice(pool, size=size, replace=False):
                     extra.append((w, f"{text} {rng.integers(1 << 30)}"))  # distinct stories
-        mine = items[items["label"] == label][["window", "text"]]
         mine = pd.concat([mine, pd.DataFrame(extra, columns=["window", "text"])])
-        mine = mine.sort_values("window", kind="stable")
-        mine = mine.assign(story=story_ids(mine["text"].tolist()))
-        counts = np.zeros(n)
-        last_counted: dict[str, int] = {}
-        # A story counts once, in the first window that carries it within STORY_HORIZON.
-        for window, story in zip(mine["window"], mine["story"], strict=True):
-            if window - last_counted.get(story, -STORY_HORIZON) >= STORY_HORIZON:
-                counts[window] += 1
-                last_counted[story] = window
+        counts = _story_counts(mine, n)
         out.append(
             LabelledSeries(f"texts-{seed_name}-{label}", "texts", times, counts, spikes, [], [])
         )
     return out
 
 
-def build_set(*, weeks: int, seeds: list[int], with_texts: bool = True) -> list[LabelledSeries]:
+def _story_counts(frame: pd.DataFrame, n: int) -> np.ndarray:
+    """Distinct stories per window of ``frame`` (columns window, text)."""
+    from flows.stories import story_ids
+
+    frame = frame.sort_values("window", kind="stable")
+    frame = frame.assign(story=story_ids(frame["text"].tolist()))
+    counts = np.zeros(n)
+    last_counted: dict[str, int] = {}
+    # A story counts once, in the first window that carries it within STORY_HORIZON.
+    for window, story in zip(frame["window"], frame["story"], strict=True):
+        if window - last_counted.get(story, -STORY_HORIZON) >= STORY_HORIZON:
+            counts[window] += 1
+            last_counted[story] = window
+    return counts
+
+
+def build_set(
+    *, weeks: int, seeds: list[int], with_texts: bool = True, unit: str = "noise"
+) -> list[LabelledSeries]:
     series: list[LabelledSeries] = []
     texts = None
     sentiment_csv = SHARED_DATA / "sentiment" / "train.csv"
@@ -211,11 +287,14 @@ def build_set(*, weeks: int, seeds: list[int], with_texts: bool = True) -> list[
     for seed in seeds:
         rng = np.random.default_rng(seed)
         for base in (3.0, 10.0, 40.0):
-            series.append(count_series(rng, weeks=weeks, base=base, name=f"counts-{seed}-{base:g}"))
-        series.append(continuous_series(rng, weeks=weeks, heavy=False, name=f"gauss-{seed}"))
-        series.append(continuous_series(rng, weeks=weeks, heavy=True, name=f"heavy-{seed}"))
+            name = f"counts-{seed}-{base:g}"
+            series.append(count_series(rng, weeks=weeks, base=base, name=name, unit=unit))
+        for heavy, name in ((False, f"gauss-{seed}"), (True, f"heavy-{seed}")):
+            series.append(continuous_series(rng, weeks=weeks, heavy=heavy, name=name, unit=unit))
         if texts is not None:
-            series += text_series(rng, texts, weeks=weeks, base=30.0, seed_name=str(seed))
+            series += text_series(
+                rng, texts, weeks=weeks, base=30.0, seed_name=str(seed), unit=unit
+            )
     return series
 
 
@@ -344,10 +423,17 @@ def plot_series(series: LabelledSeries, scored: pd.DataFrame, path: Path, days: 
     plt.close(fig)
 
 
-def run(*, weeks: int, seeds: list[int], config: DetectorConfig, plot: Path | None):
-    series_list = build_set(weeks=weeks, seeds=seeds)
+def run(
+    *,
+    weeks: int,
+    seeds: list[int],
+    config: DetectorConfig,
+    plot: Path | None,
+    unit: str = "noise",
+):
+    series_list = build_set(weeks=weeks, seeds=seeds, unit=unit)
     results, scored = [], []
-    for series in tqdm(series_list, desc="scoring", unit="series"):
+    for series in tqdm(series_list, desc=f"scoring ({unit} sd)", unit="series"):
         result, frame = evaluate_series(series, config)
         results.append(result)
         scored.append(frame)
@@ -377,18 +463,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-base", type=int, default=1000)
     parser.add_argument("--open-level", type=float, default=DetectorConfig().open_level)
     parser.add_argument("--close-level", type=float, default=DetectorConfig().close_level)
-    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="drawn for the first unit")
+    parser.add_argument(
+        "--unit",
+        choices=[*UNITS, "both"],
+        default="both",
+        help="spike size in sd of the local noise, of the series (MAD x 1.4826), or both",
+    )
     args = parser.parse_args(argv)
     config = replace(DetectorConfig(), open_level=args.open_level, close_level=args.close_level)
     seeds = list(range(args.seed_base, args.seed_base + args.seeds))
-    summary, by_size, _ = run(weeks=args.weeks, seeds=seeds, config=config, plot=args.plot)
+    units = UNITS if args.unit == "both" else (args.unit,)
     out = sys.stdout
     out.write(
         f"open_level={config.open_level} close_level={config.close_level} "
-        f"weeks={args.weeks} seeds={seeds[0]}..{seeds[-1]}\n\n"
+        f"weeks={args.weeks} seeds={seeds[0]}..{seeds[-1]}\n"
     )
-    out.write(markdown(summary) + "\n\n")
-    out.write(markdown(by_size) + "\n")
+    for i, unit in enumerate(units):
+        plot = args.plot if i == 0 else None
+        summary, by_size, _ = run(
+            weeks=args.weeks, seeds=seeds, config=config, plot=plot, unit=unit
+        )
+        label = {"noise": "true local-noise sd", "series": "series robust sd (MAD x 1.4826)"}
+        out.write(f"\n### spike size in units of the {label[unit]} (--unit {unit})\n\n")
+        out.write(markdown(summary) + "\n\n")
+        out.write(markdown(by_size) + "\n")
+        out.flush()
     if args.plot is not None:
         out.write(f"\nplot written to {args.plot}\n")
 
