@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import duckdb
-import pandas as pd
 
 from storage.db import translate_errors
 
@@ -27,35 +26,27 @@ def register_model(
     """
     if isinstance(trained_at, str):
         trained_at = datetime.fromisoformat(trained_at)
-    row = pd.DataFrame(
-        {
-            "model_version": [model_version],
-            "base_model": pd.Series([base_model], dtype="string"),
-            "trained_at": pd.Series([trained_at], dtype="datetime64[us, UTC]"),
-            "metrics": pd.Series(
-                [None if metrics is None else json.dumps(metrics, default=str)], dtype="string"
-            ),
-            "registered_at": [datetime.now(UTC)],
-        }
-    )
     with translate_errors("registering the model"):
-        # A plain existence check, then INSERT: DuckDB 2.0.1 leaves an unfinished result behind
-        # `INSERT ... ON CONFLICT DO NOTHING RETURNING` when the row exists. One process writes.
+        # One row with parameters, no registered frame: DuckDB 2.0 refuses `register()` while an
+        # earlier statement's result is unfinished, and `ON CONFLICT ... RETURNING` leaves one.
+        # One process writes, so checking first and inserting second is race-free.
         known = con.execute(
             "SELECT count(*) FROM model_registry WHERE model_version = ?", [model_version]
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if known:
             return False
-        con.register("model_row", row)
-        try:
-            con.execute(
-                """
-                INSERT INTO model_registry BY NAME
-                SELECT model_version, base_model, trained_at, CAST(metrics AS JSON) AS metrics,
-                       registered_at
-                FROM model_row
-                """
-            )
-        finally:
-            con.unregister("model_row")
+        con.execute(
+            """
+            INSERT INTO model_registry
+                (model_version, base_model, trained_at, metrics, registered_at)
+            VALUES (?, ?, ?, CAST(? AS JSON), ?)
+            """,
+            [
+                model_version,
+                base_model,
+                trained_at,
+                None if metrics is None else json.dumps(metrics, default=str),
+                datetime.now(UTC),
+            ],
+        ).fetchall()
     return True

@@ -144,7 +144,9 @@ def surge_messages(
 ) -> list[dict]:
     """Six hours of sparse mixed news, then a burst of negative items on one topic."""
     # Recent by default: alerts on windows older than alerts.max_notify_age are backfill.
-    end = end or datetime.now(UTC).replace(second=0, microsecond=0)
+    if end is None:  # on a 5-minute boundary, so the 4-minute burst sits in one window
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        end = now - timedelta(minutes=now.minute % 5)
     start = end - timedelta(hours=6)
     messages = []
     for i in range(72):  # one item every 5 minutes, rotating topics and sentiments

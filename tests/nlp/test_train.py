@@ -284,6 +284,7 @@ def test_finance_normalization_replaces_links_and_is_recorded(tmp_path, quick_ru
     config = json.loads((quick_run[0] / MODEL_CONFIG_FILE).read_text())
     assert config["normalization"] == TrainConfig().normalization
     model = Classifier.load(quick_run[0], device="cpu").model
+    model.normalization = "none"
     assert model.tokenize(["up https://t.co/zzz"]) != model.tokenize(["up http"])
     model.normalization = "finance"
     assert model.tokenize(["up https://t.co/zzz"]) == model.tokenize(["up http"])
