@@ -47,7 +47,7 @@ def test_alerts_wait_for_the_notifier_and_are_delivered_once(chaos_env):
 
 
 def test_analysts_query_the_replica_while_runs_write(chaos_env):
-    assert_passed(scenarios.analysts(chaos_env, queries=100, cli_queries=3, per_second=50))
+    assert_passed(scenarios.analysts(chaos_env, queries=400, cli_queries=3, per_second=40))
 
 
 def test_a_full_disk_fails_the_run_cleanly_and_the_next_run_recovers(chaos_env):

@@ -98,7 +98,7 @@ def test_replay_run_then_sql_through_the_cli(yuqing_env, broker, topic_name, tmp
     )
     assert query.returncode == 0, query.stderr
     assert [row["id"] for row in json.loads(query.stdout)] == [f"cli-{i}" for i in range(5)]
-    table = yuqing("sql", "SELECT count(*) AS n FROM dead_letters")
+    table = yuqing("sql", "SELECT count(*) AS n FROM dead_letters", "--format", "csv")
     assert table.stdout.split() == ["n", "1"]
     refused = yuqing("sql", "DELETE FROM news")
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
