@@ -53,7 +53,7 @@ _WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "OMP
 
 @dataclass(frozen=True)
 class EngineConfig:
-    chunk_size: int = 32768  # texts tokenized and scored together
+    chunk_size: int = 8192  # texts tokenized (ahead) and scored together
     batch_size: int | None = None  # rows per forward at most; None: 2048 on CUDA, 64 on CPU
     max_batch_tokens: int | None = None  # rows x padded length at most; None: batch_size x 64
     pad_multiple: int = 8
@@ -86,6 +86,13 @@ class _Tokenized:
     lengths: np.ndarray  # (m,) int64: their lengths, ascending
     order: np.ndarray  # (m,) the chunk rows in length order (long texts left out)
     long_rows: np.ndarray  # rows whose text exceeds the window: scored by the windowed path
+
+
+@dataclass
+class _InFlight:
+    start: int
+    probs: dict[str, np.ndarray]  # per task (n, classes); filled once `done` has fired
+    done: torch.cuda.Event | None  # None: already complete (CPU)
 
 
 class Engine:
@@ -196,10 +203,16 @@ class Engine:
         worker = threading.Thread(target=produce, name="yuqing-tokenize", daemon=True)
         worker.start()
         try:
+            flight = None  # the chunk on the device while the next one is queued
             while (item := chunks.get()) is not done:
                 if isinstance(item, BaseException):
                     raise item
-                yield self._score_chunk(item)
+                queued = self._launch(item)
+                if flight is not None:
+                    yield self._finish(flight)
+                flight = queued
+            if flight is not None:
+                yield self._finish(flight)
         finally:
             stop.set()
             while worker.is_alive():  # unblock a producer waiting on a full queue
@@ -302,19 +315,20 @@ class Engine:
             begin = end
 
     @torch.inference_mode()
-    def _score_chunk(self, item: _Tokenized) -> ChunkResult:
+    def _launch(self, item: _Tokenized) -> _InFlight:
+        """Queue one chunk's copies and forwards on the device; returns before they finish."""
         n = len(item.texts)
-        device, non_blocking = self.device, self.device.type == "cuda"
+        device, cuda = self.device, self.device.type == "cuda"
         ids_host = torch.from_numpy(item.ids)
         order_host = torch.from_numpy(item.order)
         lengths_host = torch.from_numpy(item.lengths)
-        if non_blocking:
+        if cuda:
             ids_host, order_host, lengths_host = (
                 t.pin_memory() for t in (ids_host, order_host, lengths_host)
             )
-        ids = ids_host.to(device, non_blocking=non_blocking).long()  # (m, L_max), length order
-        order = order_host.to(device, non_blocking=non_blocking)  # (m,)
-        lengths = lengths_host.to(device, non_blocking=non_blocking)  # (m,)
+        ids = ids_host.to(device, non_blocking=cuda).long()  # (m, L_max), length order
+        order = order_host.to(device, non_blocking=cuda)  # (m,)
+        lengths = lengths_host.to(device, non_blocking=cuda)  # (m,)
         out = {
             task: torch.empty((n, len(self.labels[task])), dtype=torch.float32, device=device)
             for task in TASKS
@@ -329,23 +343,46 @@ class Engine:
             rows = torch.from_numpy(item.long_rows).to(device)
             for task in TASKS:
                 out[task][rows] = torch.from_numpy(getattr(windowed, f"{task}_probs")).to(device)
-        host = {task: out[task].cpu().numpy() for task in TASKS}
+        if not cuda:
+            return _InFlight(item.start, {task: out[task].numpy() for task in TASKS}, None)
+        # results come back through pinned buffers; the caller waits on the event only after it
+        # has queued the next chunk, so the device never waits for the host between chunks
+        host = {task: torch.empty(out[task].shape, pin_memory=True) for task in TASKS}
+        for task in TASKS:
+            host[task].copy_(out[task], non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return _InFlight(item.start, {task: host[task].numpy() for task in TASKS}, done)
+
+    @staticmethod
+    def _finish(flight: _InFlight) -> ChunkResult:
+        if flight.done is not None:
+            flight.done.synchronize()
+        probs = flight.probs
         return ChunkResult(
-            start=item.start,
-            sentiment_id=host["sentiment"].argmax(axis=1),
-            sentiment_probs=host["sentiment"],
-            topic_id=host["topic"].argmax(axis=1),
-            topic_probs=host["topic"],
+            start=flight.start,
+            sentiment_id=probs["sentiment"].argmax(axis=1),
+            sentiment_probs=probs["sentiment"],
+            topic_id=probs["topic"].argmax(axis=1),
+            topic_probs=probs["topic"],
         )
+
+    def _score_chunk(self, item: _Tokenized) -> ChunkResult:
+        return self._finish(self._launch(item))
 
     def _score_batch(
         self, input_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated probabilities of both heads for one padded batch (B, L)."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        mask = (positions[None, :] < lengths[:, None]).to(torch.long)  # (B, L)
+        keep = positions[None, :] < lengths[:, None]  # (B, L)
+        # A ready 4-D additive mask: given a 2-D one, transformers asks the device whether any
+        # token is padding (to skip the mask), and that answer stalls the host on every batch.
+        dtype = self.encoder.dtype
+        mask = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+        mask = mask.masked_fill_(~keep, torch.finfo(dtype).min)[:, None, None, :]  # (B, 1, 1, L)
         hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(torch.float32)  # (B, L, 1)
+        weights = keep.unsqueeze(-1).to(torch.float32)  # (B, L, 1)
         pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, H)
         heads = self.model.heads
         return tuple(
