@@ -25,6 +25,7 @@ On CUDA the encoder runs on an fp16 copy of its weights (bf16 optional); on CPU 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -32,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -54,11 +56,13 @@ _WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "OMP
 @dataclass(frozen=True)
 class EngineConfig:
     chunk_size: int = 8192  # texts tokenized (ahead) and scored together
+    first_chunk: int = 1024  # the first chunk is smaller, so the device starts sooner
     batch_size: int | None = None  # rows per forward at most; None: 2048 on CUDA, 64 on CPU
     max_batch_tokens: int | None = None  # rows x padded length at most; None: batch_size x 64
     pad_multiple: int = 8
     prefetch: int = 2  # chunks tokenized ahead of the device
-    tokenizer_workers: int | None = None  # tokenizer processes; None or 0: one thread in-process
+    # tokenizer processes; 0: one thread in-process; None: 2 on CUDA with >= 8 cores, else 0
+    tokenizer_workers: int | None = None
     word_cache: bool = True  # exact word cache for WordPiece tokenizers (tokenize_worker)
     precision: str = "fp16"  # encoder on CUDA: fp16 (default: closer to fp32 than bf16), bf16, fp32
     compile: bool = False  # torch.compile the scoring function (pays off for long backlogs)
@@ -130,8 +134,8 @@ class Engine:
         }
         self._encoder = Encoder(**self._encoder_kwargs)
         workers = self.config.tokenizer_workers
-        if workers is None:
-            workers = 0  # see docs/benchmarks.md: worker processes were slower on the H100 host
+        if workers is None:  # see docs/benchmarks.md
+            workers = 2 if self.device.type == "cuda" and (os.cpu_count() or 1) >= 8 else 0
         self._workers, self._pool = workers, None
         self._windowed = Classifier(model=model, device=self.device)
         # Half-precision weights once on CUDA (autocast would re-cast every weight on every forward); the
@@ -186,9 +190,11 @@ class Engine:
         def produce() -> None:
             try:
                 iterator, start = iter(texts), 0
+                size = min(self.config.first_chunk, self.config.chunk_size)
                 pending: collections.deque = collections.deque()
                 while not stop.is_set():
-                    chunk = list(itertools.islice(iterator, self.config.chunk_size))
+                    chunk = list(itertools.islice(iterator, size))
+                    size = self.config.chunk_size
                     if chunk:
                         pending.append((start, chunk, self._submit(pool, chunk)))
                         start += len(chunk)
@@ -249,7 +255,8 @@ class Engine:
             saved = {key: os.environ.get(key) for key in _WORKER_ENV}
             os.environ.update(_WORKER_ENV)
             try:
-                futures = [self._pool.submit(os.getpid) for _ in range(self._workers)]
+                with _main_module_hidden():  # processes start on submit
+                    futures = [self._pool.submit(os.getpid) for _ in range(self._workers)]
                 for future in futures:
                     future.result()
             finally:
@@ -389,6 +396,27 @@ class Engine:
             F.softmax(heads[task](pooled) * self._inverse_t[i], dim=-1)
             for i, task in enumerate(TASKS)
         )
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Spawned processes import the parent's __main__ before anything else, so a worker started
+    from `python -m nlp.bench` or a notebook would import torch, transformers and the caller's
+    code (seconds each, and all workers at once). The workers need only
+    `nlp.tokenize_worker`: while they start, __main__ shows multiprocessing nothing to import."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    spec, file = getattr(main, "__spec__", None), main.__dict__.get("__file__")
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if file is not None:
+            main.__file__ = file
 
 
 def _round_up(value: int, multiple: int) -> int:
