@@ -2,6 +2,7 @@
 multi-process split."""
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,20 @@ ODD_TEXTS = [
 ]
 
 
+# Pieces on which Python's and BERT's ideas of whitespace, case, controls and entities differ.
+TRICKY_PIECES = [
+    "a", "B", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\u2028", "\u2029",
+    "\xa0", "\u3000", "\u200b", "\x00", "\x01", "\x7f", "&amp;", "&#32;", "&nbsp;", "&#10;", "é",
+    "ß", "Σ", "央", "📉", "\u05d4", "e\u0301", "\ufeff", "http://t.co/x", "HTTPS://X.co", "www.x.com",
+    "WwW.y", "$AAPL", ",", ".", "[CLS]", "[MASK]", "word" * 30,
+]  # fmt: skip
+
+
+def _fuzz_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(TRICKY_PIECES) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
 def _corpus_texts(n: int) -> list[str]:
     if SHARED.is_dir():
         frames = [pd.read_csv(SHARED / t / "train.csv")["text"] for t in ("sentiment", "topic")]
@@ -51,7 +66,7 @@ def test_word_cache_gives_exactly_the_rust_tokenizers_ids(normalization):
     )  # fmt: skip
     cached, plain = Encoder(**kwargs), Encoder(**kwargs, word_cache=False)
     assert cached.word_cache and not plain.word_cache
-    texts = _corpus_texts(3000) + ODD_TEXTS
+    texts = _corpus_texts(3000) + ODD_TEXTS + _fuzz_texts(2000)
     for _ in range(2):  # cold and warm cache
         flat, lengths = cached.encode(texts)
         flat_ref, lengths_ref = plain.encode(texts)
@@ -63,6 +78,18 @@ def test_word_cache_gives_exactly_the_rust_tokenizers_ids(normalization):
 
     expected = tokenizer(prepare_texts(texts, normalization), truncation=True, max_length=128)
     assert lengths.tolist() == [len(ids) for ids in expected["input_ids"]]
+
+
+def test_fast_link_pass_replaces_exactly_what_the_link_pattern_does():
+    from nlp.text import URL_PATTERN
+    from nlp.tokenize_worker import _replace_links
+
+    rng = random.Random(1)
+    pieces = ["http", "https", "://", "HTTP", "Https", "httpſ", "www.", "WWW.", "wWw.", "ftp://",
+              "x", ".", "/", " ", "\n", "\t", "é"]  # fmt: skip
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    for text in texts + ["\n\x00\n".join(texts[:500])]:
+        assert _replace_links(text) == URL_PATTERN.sub("http", text), repr(text)
 
 
 def test_engine_matches_the_fp32_reference(headline_model_dir):
