@@ -258,9 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         got = engine.predict(subset)
         for task in TASKS:
             a, b = getattr(ref, f"{task}_probs"), getattr(got, f"{task}_probs")
+            diff = np.abs(a - b).max(axis=1)  # (N,) largest difference per item
             check[task] = {
                 "agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
-                "max_prob_diff": float(np.abs(a - b).max()),
+                "max_prob_diff": float(diff.max()),
+                # same label and every probability within 0.01
+                "share_within_0.01": float(np.mean((a.argmax(1) == b.argmax(1)) & (diff <= 0.01))),
             }
 
     base64 = next((r for r in rows if r["path"].endswith("batch 64")), None)
@@ -315,7 +318,9 @@ def render(result: dict) -> str:
     for task, check in result["fp32_check"].items():
         lines.append(
             f"\nengine vs fp32 reference, {task}: agreement {check['agreement']:.4f}, "
-            f"largest probability difference {check['max_prob_diff']:.4f}"
+            f"largest probability difference {check['max_prob_diff']:.4f}, "
+            f"items with the same label and every probability within 0.01: "
+            f"{check.get('share_within_0.01', float('nan')):.4f}"
         )
     return "\n".join(lines)
 
