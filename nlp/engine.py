@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp.inference import Classifier, Predictions, TextWindows, _special_tokens_around
+from nlp.inference import Classifier, Predictions, TextWindows, special_tokens_around
 from nlp.model import TASKS, DualHeadClassifier, prepare_texts
 from nlp.tokenize_worker import Encoder, encode_in_worker, init_worker
 
@@ -123,7 +123,7 @@ class Engine:
         self.tokenizer = model.tokenizer
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.windows = TextWindows(self.tokenizer, max_length=model.max_length)
-        prefix, suffix = _special_tokens_around(self.tokenizer)
+        prefix, suffix = special_tokens_around(self.tokenizer)
         self._encoder_kwargs = {
             "tokenizer_json": self.tokenizer.backend_tokenizer.to_str(),
             "max_length": model.max_length,

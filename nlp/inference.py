@@ -80,7 +80,7 @@ class TextWindows:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_chunks = max_chunks
-        self.prefix, self.suffix = _special_tokens_around(tokenizer)
+        self.prefix, self.suffix = special_tokens_around(tokenizer)
         self.size = max_length - len(self.prefix) - len(self.suffix)
         if self.size < 1:
             raise ValueError(f"max_length {max_length} leaves no room beside the special tokens")
@@ -166,7 +166,7 @@ class TextWindows:
         return Windows(windows, np.asarray(docs, np.int64), np.asarray(weights, np.float32), n_docs)
 
 
-def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
     """The ids the tokenizer puts before and after a single text's tokens (e.g. [CLS], [SEP])."""
     with_specials = tokenizer("a")["input_ids"]
     content = tokenizer("a", add_special_tokens=False)["input_ids"]
