@@ -18,23 +18,13 @@ import pyarrow.parquet as pq
 
 from storage.db import StorageError, _one_line, translate_errors
 from storage.queries import open_analyst
+from storage.writer import NEWS_COLUMNS
 
 EXPORT_FORMATS = ("parquet", "csv")
 BATCH_ROWS = 100_000
+# what analysts see of a stored item: the scored_news columns without the Kafka coordinates
 EXPORT_COLUMNS = (
-    "id",
-    "published_at",
-    "source",
-    "title",
-    "text",
-    "url",
-    "lang",
-    "tickers",
-    "sentiment",
-    "sentiment_score",
-    "topic",
-    "topic_score",
-    "model_version",
+    *(c for c in NEWS_COLUMNS if not c.startswith("kafka_")),
     "story_id",
     "ingested_at",
 )
