@@ -159,6 +159,29 @@ def demo(
     )
     for n in result["notifications"][:5]:
         _out(f"  {n['payload'].get('title', n['payload'])}")
+    first = next(
+        (n["payload"] for n in result["notifications"] if "headlines" in n["payload"]), None
+    )
+    if first is not None:
+        drivers = first.get("sentiment_drivers") or {}
+        _out("  its explanation (webhook JSON, schema " + str(first.get("schema")) + "):")
+        _out(
+            f"    observed {first['observed']} vs expected {first['expected']}, score {first['score']}"
+        )
+        for h in first["headlines"][:3]:
+            _out(f"    headline: {h.get('headline')}")
+        if drivers.get("tokens"):
+            words = ", ".join(f"{t['word']} ({t['attribution']:+.2f})" for t in drivers["tokens"])
+            _out(f"    words behind the top headline's {drivers.get('label')}: {words}")
+    _out(
+        f"\nE-mails received by the local SMTP server: {len(result['emails'])} "
+        f"(saved in {result['mail_folder']})"
+    )
+    if result["emails"]:
+        message = result["emails"][0]
+        _out(f"  {message['file']}: {message['subject']} ({' + '.join(message['parts'])})")
+        for line in message["text"].strip().splitlines():
+            _out(f"  | {line}")
     executable = Path(sys.argv[0]).resolve()
     command = str(executable) if executable.name == "yuqing" else "yuqing"
     _out(

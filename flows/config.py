@@ -63,7 +63,9 @@ class AlertSettings(BaseModel):
     """The [alerts] table of yuqing.toml: detector levels and noise controls (docs/alerts.md)."""
 
     model_config = ConfigDict(extra="forbid")
-    open_level: float = Field(4.0, gt=0, description="an alert opens at this score (z)")
+    open_level: float = Field(
+        3.75, gt=0, description="an alert opens at this score (z); the detector's default"
+    )
     close_level: float = Field(2.0, description="and resolves below this one (hysteresis)")
     cooldown: str = Field("1h", description="no new alert for a key this long after its last")
     sentiments: list[str] = Field(["negative"], description="sentiments whose surges alert")

@@ -15,8 +15,8 @@ its own level, learns a slot from items rather than from empty windows, and can 
 up on a window with a tiny expectation. For other series the offsets are fitted to the
 interpolated curve by normalised least-mean-squares steps, so peaks are not flattened. The
 hour-of-week term catches what hour of day and day of week miss (a flatter weekend
-afternoon). The first day teaches only the level and the daily profile; days of the week and
-hours of the week learn after it, against a daily profile that means something.
+afternoon). For counts the first day teaches only the level and the daily profile; the day of
+week and hour-of-week factors learn after it, against a daily profile that means something.
 
 Keeping it clean: windows are learnt ``scan - 1`` windows late, and not at all when they are
 part of an alert episode (including the windows just before it opened), so a spike never
@@ -33,10 +33,12 @@ The noise
             gamma-Poisson keys whose busy hours are burstier;
     others: Student t around the expected value; its scale is the robust sd of the residuals
             (an EWMA of clipped absolute residuals, converted to MAD x 1.4826), and its degrees
-            of freedom follow the observed rate of residuals beyond 3 robust sd, so heavy-tailed
-            series get heavy tails instead of false alerts.
+            of freedom follow the observed rate of residuals beyond 4 robust sd (starting from a
+            prior of 10 degrees of freedom worth 500 windows), so heavy-tailed series get heavy
+            tails instead of false alerts, while Gaussian ones soon get Gaussian tails.
 A burst of noise widens both: a fast EWMA of the squared one-window scores inflates the
-variance while it is above 1.
+variance while it is above 1. So does youth: the variance is taken ``1 + cold_start / n`` times
+wider while the baseline has learnt from only n windows.
 
 The score
     Per window, the mid-p upper tail probability of the observation under that law, as a
@@ -95,7 +97,8 @@ class DetectorConfig:
     burst_margin: float = 0.0  # ... which inflates only by what exceeds 1 + this (its noise)
     cold_start: float = 12.0  # the variance is x (1 + this / windows learnt): a young baseline
     tail_alpha: float = 0.00025  # the tail-weight EWMA (continuous series; ~2 weeks)
-    tail_prior: float = 500.0  # windows of prior belief in mildly heavy tails (t, 20 df)
+    tail_prior: float = 500.0  # windows of prior belief in mildly heavy tails ...
+    tail_prior_df: float = 10.0  # ... a t with this many degrees of freedom
     clip: float = 3.0  # Huber clip of learnt values, in sd
     min_history: int = 12  # windows before a series may alert (one hour at 5 minutes)
     adapt_after: int = 24  # episode windows after which it is a level shift
@@ -146,7 +149,7 @@ def count_tail(x: float, mean: float, dispersion: float) -> float:
     return float(at_least - 0.5 * math.exp(log_pmf))
 
 
-# -- Student t tails: degrees of freedom from the rate of residuals beyond 3 robust sd -----------
+# -- Student t tails: degrees of freedom from the rate of residuals beyond 4 robust sd -----------
 
 _NU = np.array([2.0, 2.5, 3, 3.5, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100, 300, 1e4])
 _Q75 = special.stdtrit(_NU, 0.75)  # MAD of a standard t
@@ -170,7 +173,11 @@ def _clipped_abs_mean(nu: float) -> float:
 
 _ABS_MEAN = np.array([_clipped_abs_mean(nu) for nu in _NU])
 GAUSS_BEYOND = float(_BEYOND[-1])
-_PRIOR_BEYOND = float(np.exp(np.interp(math.log(20.0), np.log(_NU), np.log(_BEYOND))))
+
+
+def tail_rate(nu: float) -> float:
+    """P(|T| > TAIL_AT robust sd) for a t with ``nu`` degrees of freedom."""
+    return float(np.exp(np.interp(math.log(nu), np.log(_NU), np.log(_BEYOND))))
 
 
 def tail_nu(beyond: float) -> float:
@@ -285,7 +292,7 @@ class SeriesDetector:
     # counts: EWMAs of mu, mu^2, rho and rho x mu (rho = clipped squared residual / mu)
     moments: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     scale: float = 0.0  # others: EWMA of clipped absolute residuals
-    beyond: float = 0.0  # others: EWMA of residuals beyond 3 robust sd (tail weight)
+    beyond: float = 0.0  # others: EWMA of residuals beyond TAIL_AT robust sd (tail weight)
     burst: float = 1.0  # EWMA of squared one-window scores (variance inflation)
     episode: int = 0  # windows in the current alert episode (0: none open)
     episode_values: list[float] = field(default_factory=list)  # its deseasonalised values
@@ -347,7 +354,8 @@ class SeriesDetector:
         """The degrees of freedom of the t law of the residuals (continuous series)."""
         c = self.config
         weight = min(self.learnt, 1.0 / c.tail_alpha)
-        rate = (weight * self.beyond + c.tail_prior * _PRIOR_BEYOND) / (weight + c.tail_prior)
+        prior = tail_rate(c.tail_prior_df)
+        rate = (weight * self.beyond + c.tail_prior * prior) / (weight + c.tail_prior)
         return tail_nu(rate)
 
     def robust_sd(self) -> float:
@@ -501,9 +509,9 @@ class SeriesDetector:
             x = min(max(value, expected - c.clip * sd), expected + c.clip * sd)
             self.level += a_level * (x - seasonal - self.level)
             _learn_offsets(daily, x - self.level - w, c.daily_alpha)
+            _learn_offsets(hourly, x - self.level, c.hourly_alpha)  # needs no daily profile
             if not first_day:
                 _learn_offset(self.weekly[weekday], x - self.level - d, c.weekly_alpha)
-                _learn_offsets(hourly, x - self.level, c.hourly_alpha)
 
     def _become_continuous(self) -> None:
         """A non-count value arrived: keep the level, restart the seasonal profile as offsets."""
