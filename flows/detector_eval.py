@@ -531,6 +531,25 @@ def yuqing_alerts(series: LabelledSeries, open_level: float) -> np.ndarray:
     return score_series(series.times, series.values, config)["alert"].to_numpy().astype(bool)
 
 
+def module_candidate(path: Path) -> Candidate:
+    """Another version of flows/detector.py (e.g. ``git show REV:flows/detector.py > f.py``),
+    scored like yuqing, so a change can be compared with what it replaces on the same set."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"detector_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+
+    def alerts(series: LabelledSeries, open_level: float) -> np.ndarray:
+        config = replace(module.DetectorConfig(), open_level=open_level)
+        scored = module.score_series(series.times, series.values, config)
+        return scored["alert"].to_numpy().astype(bool)
+
+    levels = tuple(float(v) for v in np.arange(3.5, 8.01, 0.25))
+    return Candidate(f"{path.name}", alerts, levels, module.DetectorConfig().open_level, False)
+
+
 def candidates() -> list[Candidate]:
     from flows import detector_baselines as b
 
@@ -639,6 +658,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", default="", help="comma-separated detector names (default: all)")
     parser.add_argument("--plot", type=Path, default=None, help="a week of a test text series")
+    parser.add_argument(
+        "--compare-module",
+        type=Path,
+        default=None,
+        help="another version of flows/detector.py to score beside the current one",
+    )
     args = parser.parse_args(argv)
     out = sys.stdout
     dev_seeds, test_seeds = DEV_SEEDS[: args.dev_seeds], TEST_SEEDS[: args.test_seeds]
@@ -649,14 +674,15 @@ def main(argv: list[str] | None = None) -> None:
     }
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
     comparison = []
-    for candidate in candidates():
-        if wanted and candidate.name not in wanted:
+    extra = [module_candidate(args.compare_module)] if args.compare_module else []
+    for candidate in [*candidates(), *extra]:
+        if wanted and candidate.name not in wanted and candidate not in extra:
             continue
         cache: dict = {}
         tuned, _ = tune(candidate, splits["dev"], cache)
         settings = [(tuned, "tuned on dev")]
         if candidate.published is not None and not math.isclose(candidate.published, tuned):
-            label = "default" if candidate.name == "yuqing" else "published"
+            label = "published" if candidate.score_once else "default"
             settings.append((candidate.published, label))
         for value, label in settings:
             for split, series_list in splits.items():
