@@ -142,7 +142,11 @@ def demo(
     """Run everything on embedded defaults: broker, quick model, replayed stream, one flow run."""
     from flows.demo import run_demo
 
-    result = run_demo(workdir=workdir, data_dir=data)
+    print_demo(run_demo(workdir=workdir, data_dir=data))
+
+
+def print_demo(result: dict) -> None:
+    """What ``yuqing demo`` prints: the run, its alerts and the notifications they sent."""
     summary = result["summary"]
     _out("\n=== yuqing demo ===")
     _out(f"DuckDB file:  {result['db']}")

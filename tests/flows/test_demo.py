@@ -67,7 +67,7 @@ def test_data_folder_must_hold_both_files(tmp_path):
 
 
 def test_whole_demo_raises_an_alert_and_notifies(
-    tmp_path, tiny_model_dir, prefect_harness, monkeypatch
+    tmp_path, tiny_model_dir, prefect_harness, monkeypatch, capsys
 ):
     from flows.demo import run_demo
 
@@ -113,3 +113,12 @@ def test_whole_demo_raises_an_alert_and_notifies(
     html = saved.get_body(("html",)).get_content()
     assert "Top headlines" in html and "Why the model read the top headline" in html
     assert (workdir / "yuqing.duckdb").is_file()
+    # What the command prints shows the explanation of both.
+    from flows.cli import print_demo
+
+    capsys.readouterr()
+    print_demo(result)
+    printed = capsys.readouterr().out
+    assert "its explanation (webhook JSON, schema yuqing.alert/v1)" in printed
+    assert "E-mails received by the local SMTP server: " in printed
+    assert "| Why the model read the top headline as negative" in printed
