@@ -2,9 +2,11 @@
 the script that scores them all in one run.
 
     python -m flows.detector_eval [--weeks 4] [--plot docs/alerts_detections.png]
+        [--compare-module old_detector.py]   # e.g. from `git show REV:flows/detector.py`
 
-Every threshold (yuqing's ``open_level`` included) is chosen on the DEV seeds and the tables
-are reported on the separate TEST seeds; nothing is tuned on the seeds that are reported.
+Every threshold (yuqing's ``open_level`` included) is chosen on the DEV seeds (the lowest at
+which every family has at most BUDGET false alerts per key and week) and the tables are reported
+for the DEV and the separate TEST seeds; nothing is tuned on the TEST seeds.
 
 The set (per seed, 5-minute windows, ``--weeks`` weeks; every series has busy US hours, quiet
 nights and weekends, a trend, one persistent level shift and two unlabelled noise bursts of
