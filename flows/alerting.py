@@ -4,7 +4,9 @@ The noise controls are pure and each one is a small function or field here:
 
 * hysteresis: the detector opens an episode at ``open_level`` and closes it below
   ``close_level``; an alert is raised when an episode opens and resolved when it closes;
-* minimum volume: an episode whose window holds fewer than ``min_count`` stories raises nothing;
+* minimum volume: an episode raises nothing while its window holds fewer than ``min_count``
+  stories; it raises at the first window of the episode that reaches it (the scan statistic
+  can open an episode on the first, still thin, window of a surge);
 * per-key cooldown: a key that alerted less than ``cooldown`` ago raises nothing;
 * mute windows per key: the alert is recorded with notify=false (reason "muted");
 * replays and backfills: alerts on windows older than ``max_notify_age``, or any alert while
@@ -113,14 +115,21 @@ class KeyControl:
 
     open_alert: str | None = None  # the alert of the current episode, resolved when it closes
     last_alert_t: float | None = None  # epoch seconds of the last alert's window
+    awaiting_volume: bool = False  # the open episode was held back by the minimum volume
 
     def state(self) -> dict:
-        return {"open_alert": self.open_alert, "last_alert_t": self.last_alert_t}
+        return {
+            "open_alert": self.open_alert,
+            "last_alert_t": self.last_alert_t,
+            "awaiting_volume": self.awaiting_volume,
+        }
 
     @classmethod
     def from_state(cls, state: dict | None) -> KeyControl:
         state = state or {}
-        return cls(state.get("open_alert"), state.get("last_alert_t"))
+        return cls(
+            state.get("open_alert"), state.get("last_alert_t"), bool(state.get("awaiting_volume"))
+        )
 
 
 @dataclass(frozen=True)
@@ -139,8 +148,9 @@ def decide(
     controls: NoiseControls,
     now: datetime,
 ) -> Decision:
-    """Whether an opening episode raises an alert, and whether that alert is notified."""
-    if not score.opened:
+    """Whether an opening episode (or one held back by the minimum volume until now) raises an
+    alert, and whether that alert is notified."""
+    if not (score.opened or (control.awaiting_volume and score.alerting)):
         return Decision(False, reason="no episode opened")
     if score.observed < controls.min_count:
         return Decision(False, reason=f"minimum volume: {score.observed:g} < {controls.min_count}")
@@ -414,7 +424,11 @@ def detect_alerts(
             if score.closed and control.open_alert:
                 result.resolved.append(control.open_alert)
                 control.open_alert = None
-            if score.opened:
+            if not score.alerting:
+                control.awaiting_volume = False
+            elif parts["sentiment"] not in a.sentiments:
+                pass  # tracked (its share and its baseline), but its surges do not alert
+            elif score.opened or control.awaiting_volume:
                 decision = decide(
                     key=key,
                     score=score,
@@ -423,9 +437,11 @@ def detect_alerts(
                     controls=controls,
                     now=now,
                 )
-                if not decision.raise_alert:
-                    result.suppressed[decision.reason.split(":")[0]] += 1
-                else:
+                held_for_volume = decision.reason.startswith("minimum volume")
+                if not decision.raise_alert and (score.opened or not held_for_volume):
+                    result.suppressed[decision.reason.split(":")[0]] += 1  # once per episode
+                control.awaiting_volume = held_for_volume
+                if decision.raise_alert:
                     rows.append(
                         {
                             "key": key,

@@ -142,7 +142,11 @@ def demo(
     """Run everything on embedded defaults: broker, quick model, replayed stream, one flow run."""
     from flows.demo import run_demo
 
-    result = run_demo(workdir=workdir, data_dir=data)
+    print_demo(run_demo(workdir=workdir, data_dir=data))
+
+
+def print_demo(result: dict) -> None:
+    """What ``yuqing demo`` prints: the run, its alerts and the notifications they sent."""
     summary = result["summary"]
     _out("\n=== yuqing demo ===")
     _out(f"DuckDB file:  {result['db']}")
@@ -159,6 +163,29 @@ def demo(
     )
     for n in result["notifications"][:5]:
         _out(f"  {n['payload'].get('title', n['payload'])}")
+    first = next(
+        (n["payload"] for n in result["notifications"] if "headlines" in n["payload"]), None
+    )
+    if first is not None:
+        drivers = first.get("sentiment_drivers") or {}
+        _out("  its explanation (webhook JSON, schema " + str(first.get("schema")) + "):")
+        _out(
+            f"    observed {first['observed']} vs expected {first['expected']}, score {first['score']}"
+        )
+        for h in first["headlines"][:3]:
+            _out(f"    headline: {h.get('headline')}")
+        if drivers.get("tokens"):
+            words = ", ".join(f"{t['word']} ({t['attribution']:+.2f})" for t in drivers["tokens"])
+            _out(f"    words behind the top headline's {drivers.get('label')}: {words}")
+    _out(
+        f"\nE-mails received by the local SMTP server: {len(result['emails'])} "
+        f"(saved in {result['mail_folder']})"
+    )
+    if result["emails"]:
+        message = result["emails"][0]
+        _out(f"  {message['file']}: {message['subject']} ({' + '.join(message['parts'])})")
+        for line in message["text"].strip().splitlines():
+            _out(f"  | {line}")
     executable = Path(sys.argv[0]).resolve()
     command = str(executable) if executable.name == "yuqing" else "yuqing"
     _out(

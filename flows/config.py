@@ -63,7 +63,9 @@ class AlertSettings(BaseModel):
     """The [alerts] table of yuqing.toml: detector levels and noise controls (docs/alerts.md)."""
 
     model_config = ConfigDict(extra="forbid")
-    open_level: float = Field(4.0, gt=0, description="an alert opens at this score (z)")
+    open_level: float = Field(
+        3.75, gt=0, description="an alert opens at this score (z); the detector's default"
+    )
     close_level: float = Field(2.0, description="and resolves below this one (hysteresis)")
     cooldown: str = Field("1h", description="no new alert for a key this long after its last")
     sentiments: list[str] = Field(["negative"], description="sentiments whose surges alert")
@@ -129,17 +131,13 @@ class Settings(BaseSettings):
         SecretStr(""), description="comma-separated apprise URLs (json://, slack://, mailto://)"
     )
     window: str = Field("5m", description="alert window length")
-    baseline: str = Field("24h", description="how far back the baseline looks")
-    alert_min_count: int = Field(5, ge=1, description="fewest negative items a window needs")
-    alert_threshold: float = Field(
-        6.0, gt=0, description="-log10 of the Poisson tail probability needed to alert"
-    )
+    alert_min_count: int = Field(5, ge=1, description="fewest stories an alert's window needs")
 
     alerts: AlertSettings = Field(
         default_factory=AlertSettings, description="detector levels and noise controls"
     )
 
-    @field_validator("window", "baseline")
+    @field_validator("window")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -169,10 +167,6 @@ class Settings(BaseSettings):
     @property
     def window_delta(self) -> timedelta:
         return parse_duration(self.window)
-
-    @property
-    def baseline_delta(self) -> timedelta:
-        return parse_duration(self.baseline)
 
     @property
     def analyst_replica(self) -> Path:

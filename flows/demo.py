@@ -3,8 +3,11 @@
 The stream is built from the labelled finance tweets: a day of background news spread evenly
 over the last 24 hours, then, four hours before the end, a 20-minute burst of negative
 oil-and-energy headlines. It also carries a few malformed messages and redeliveries, so the
-summary shows dead letters and de-duplication at work. A local HTTP receiver stands in for the
-alert webhook unless ``YUQING_ALERT_URLS`` is already set.
+summary shows dead letters and de-duplication at work. Unless ``YUQING_ALERT_URLS`` is already
+set, a local HTTP receiver stands in for the alert webhook and a local SMTP server (aiosmtpd) for
+the risk desk's mailbox: the alerts arrive as the webhook's JSON document and as an HTML e-mail
+with a plain-text part (through apprise's ``mailto://``), both carrying the explanation, and
+both are saved in the workdir (``notifications.jsonl``, ``mail/*.eml``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 from flows.config import Settings
 from flows.replay import replay_file
 from infra.broker import EmbeddedBroker
+from infra.mailbox import Mailbox, plain_text
 from infra.webhook import WebhookReceiver
 
 logger = logging.getLogger(__name__)
@@ -61,6 +65,10 @@ class DemoPaths:
     @property
     def notifications(self) -> Path:
         return self.workdir / "notifications.jsonl"
+
+    @property
+    def mail(self) -> Path:
+        return self.workdir / "mail"
 
 
 def data_sources(data_dir: Path | None) -> dict[str, str]:
@@ -173,6 +181,8 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
     # match it: the demo starts from a fresh database.
     for stale in (paths.db, paths.db.with_suffix(".duckdb.wal"), paths.notifications):
         stale.unlink(missing_ok=True)
+    for stale in paths.mail.glob("*.eml"):
+        stale.unlink()
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     values = build_demo_stream(sentiment=sentiment, topic=topic, end=end)
     paths.stream.write_bytes(b"\n".join(values) + b"\n")
@@ -180,6 +190,7 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
     with (
         EmbeddedBroker(log_path=paths.workdir / "broker.log") as broker,
         WebhookReceiver(record_path=paths.notifications) as receiver,
+        Mailbox(folder=paths.mail) as mailbox,
     ):
         env = {
             "YUQING_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -188,7 +199,7 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
             "YUQING_MODEL": str(paths.model),
         }
         if not os.environ.get("YUQING_ALERT_URLS"):
-            env["YUQING_ALERT_URLS"] = receiver.url("/yuqing-alerts")
+            env["YUQING_ALERT_URLS"] = f"{receiver.url('/yuqing-alerts')},{mailbox.url()}"
         previous = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -204,6 +215,16 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
                 else:
                     os.environ[key] = value
         notifications = list(receiver.received)
+        emails = [
+            {
+                "subject": str(message["Subject"]),
+                "to": str(message["To"]),
+                "parts": [part.get_content_type() for part in message.iter_parts()],
+                "text": plain_text(message),
+                "file": str(paths.mail / f"{i:03d}.eml"),
+            }
+            for i, message in enumerate(mailbox.received, start=1)
+        ]
     return {
         "workdir": str(paths.workdir),
         "db": str(paths.db),
@@ -213,4 +234,6 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
         "summary": summary,
         "notifications": notifications,
         "notifications_file": str(paths.notifications),
+        "emails": emails,
+        "mail_folder": str(paths.mail),
     }

@@ -1,29 +1,53 @@
-"""Streaming trend-spike detector: a seasonal, robust baseline per key, scored as a z value.
+"""Streaming trend-spike detector: a seasonal, robust baseline per key and a scan statistic.
 
-One ``SeriesDetector`` follows one series (a key's count per window, or any numeric series
-given to ``yuqing detect``). Each ``update`` costs O(1), uses only earlier windows, and its
-whole state is a small JSON-safe dict, so it survives restarts.
+One ``SeriesDetector`` follows one series (a key's distinct stories per window, or any numeric
+series given to ``yuqing detect``). Each ``update`` costs O(1), uses only earlier windows, and
+the whole state is a small JSON-safe dict, so it survives restarts.
 
 The baseline
-    expected = level x daily[hour of day] x weekly[hour of week]      (counts)
-    expected = level + daily[hour of day] + weekly[hour of week]      (any other series)
-Every seasonal slot is an EWMA that is shrunk towards "no seasonal effect" by its number of
-observations (``(n f + k) / (n + k)``), so a new or sparse key starts from its own global
-level and grows a profile as data arrives: it works from the first hour. Updates see a
-Huber-clipped value (at most ``clip`` standard deviations from the expectation), and windows
-inside an alert episode do not update the baseline at all, so past spikes do not inflate it.
-An episode that lasts longer than ``adapt_after`` windows is a level shift, not a spike: the
-level is re-anchored to the median of the recent windows and the episode closes.
+    counts:  expected = level x daily[hour of day] x weekly[day of week] x hourly[hour of week]
+    others:  expected = level + hourly[hour of week], the hour-of-week offsets shrunk towards
+             daily[hour of day] + weekly[day of week] while they have seen few windows
+The hour-of-day and hour-of-week profiles are interpolated between hourly slots. For counts
+every factor is a ratio of two exponentially weighted sums (counts seen / counts the other
+factors expected), with a few pseudo-items at "no effect", so a new or sparse key starts from
+its own level, learns a slot from items rather than from empty windows, and can never blow
+up on a window with a tiny expectation. For other series the offsets are fitted to the
+interpolated curve by normalised least-mean-squares steps, so peaks are not flattened. The
+hour-of-week term catches what hour of day and day of week miss (a flatter weekend
+afternoon). For counts the first day teaches only the level and the daily profile; the day of
+week and hour-of-week factors learn after it, against a daily profile that means something.
+
+Keeping it clean: windows are learnt ``scan - 1`` windows late, and not at all when they are
+part of an alert episode (including the windows just before it opened), so a spike never
+leaks into its own baseline. Learnt values are Huber-clipped at ``clip`` sd. A level shift is
+accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
+profile is learnt) when the mean score of the last ``adapt_after`` learnt windows is beyond
++-``shift_level`` (a shift too small to alert): the level is re-anchored to those windows.
+
+The noise
+    counts: negative binomial with variance ``dispersion x expected``, where the dispersion
+            is a + b x expected, a regression of the squared residuals after the baseline
+            (clipped at 4 sd, divided by the expected value) on the expected value, never below
+            1 (Poisson): constant for keys whose variance is a multiple of the mean, growing for
+            gamma-Poisson keys whose busy hours are burstier;
+    others: Student t around the expected value; its scale is the robust sd of the residuals
+            (an EWMA of clipped absolute residuals, converted to MAD x 1.4826), and its degrees
+            of freedom follow the observed rate of residuals beyond 4 robust sd (starting from a
+            prior of 10 degrees of freedom worth 500 windows), so heavy-tailed series get heavy
+            tails instead of false alerts, while Gaussian ones soon get Gaussian tails.
+A burst of noise widens both: a fast EWMA of the squared one-window scores inflates the
+variance while it is above 1. So does youth: the variance is taken ``1 + cold_start / n`` times
+wider while the baseline has learnt from only n windows.
 
 The score
-    counts: the tail probability P(X >= x) (mid-p) of a negative binomial with the expected
-            mean and variance ``dispersion x mean`` (Poisson when not over-dispersed), turned
-            into the equivalent one-sided normal z, so low counts get exact tails;
-    others: (x - expected) / robust sd, the sd an EWMA of clipped absolute residuals.
-The score is the larger of the current window's z and the z of the current plus the previous
-window (a surge spread over two windows is caught by their sum). Scores are z values on every
-series, so one threshold means the same false-alarm rate everywhere. An episode opens when
-the score reaches ``open_level`` and closes when it falls below ``close_level`` (hysteresis).
+    Per window, the mid-p upper tail probability of the observation under that law, as a
+    normal z. The score is the largest z of the sums of the last 1, 2, ... ``scan`` windows
+    (counts: the exact tail of the summed counts; others: the sum of the windows' z over
+    sqrt(k)), so a surge spread over a few windows accumulates evidence. It is a z value on
+    every series, so one threshold means about the same false-alarm rate everywhere. An
+    episode opens when the score reaches ``open_level`` and closes when it falls below
+    ``close_level`` (hysteresis).
 
 ``ShareDetector`` scores a share (e.g. negative items / all items of a topic) against its
 robust EWMA with binomial tails, so a jump of the negative share while volume stays flat is
@@ -43,32 +67,58 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAX_SCORE = 38.0  # -ndtri of the smallest double
 SEVERITIES = ((9.0, "critical"), (6.0, "high"), (0.0, "medium"))
 SEVERITY_RANK = {"medium": 1, "high": 2, "critical": 3}
+MAD_SD = 1.4826  # MAD x this = sd for Gaussian noise
 HOURS_PER_WEEK = 168
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
     window: timedelta = timedelta(minutes=5)
-    open_level: float = 4.0  # an episode opens at this score (z)
+    open_level: float = 3.75  # an episode opens at this score (z; chosen on the dev seeds)
     close_level: float = 2.0  # and closes below this one (hysteresis)
-    alpha: float = 0.02  # level and scale EWMA weight per window (memory ~ 1/alpha windows)
-    daily_alpha: float = 0.05  # hour-of-day slot weight (12 updates a day at 5-minute windows)
-    weekly_alpha: float = 0.1  # hour-of-week slot weight (12 updates a week)
-    daily_shrink: float = 4.0  # observations a slot needs before it counts half (x 1/level
-    weekly_shrink: float = 4.0  # for sparse counts, so a slot learns from ~4 items, not 4 zeros)
-    clip: float = 3.0  # Huber clip, in standard deviations
+    scan: int = 3  # the score looks at the sums of the last 1..scan windows
+    level_alpha: float = 0.005  # counts: level EWMA weight per window (memory ~ 1/alpha windows)
+    level_alpha_additive: float = 0.02  # others: the level also follows trends
+    daily_alpha: float = 0.03  # hour-of-day slot decay per unit of weight (~12 a day)
+    weekly_alpha: float = 0.002  # day-of-week slot decay (~288 windows a week)
+    hourly_alpha: float = 0.05  # hour-of-week slot decay (~12 windows a week)
+    daily_prior: float = 4.0  # pseudo-observations at "no effect" in every slot: counts: items
+    weekly_prior: float = 24.0  # (so a sparse key learns from items, not from empty windows);
+    hourly_prior: float = 6.0  # others: windows
+    hourly_prior_additive: float = 1.0  # others: hour-of-week offsets vs daily + weekly
+    slot_items: float = 200.0  # counts: a sparse key's slots decay slower, to remember this
+    # many expected items (up to 10x their window memory)
+    scale_alpha: float = 0.01  # noise scale / dispersion EWMA weight
+    burst_alpha: float = 0.15  # the fast variance inflation's EWMA weight
+    burst_margin: float = 0.0  # ... which inflates only by what exceeds 1 + this (its noise)
+    cold_start: float = 12.0  # the variance is x (1 + this / windows learnt): a young baseline
+    tail_alpha: float = 0.00025  # the tail-weight EWMA (continuous series; ~2 weeks)
+    tail_prior: float = 500.0  # windows of prior belief in mildly heavy tails ...
+    tail_prior_df: float = 10.0  # ... a t with this many degrees of freedom
+    clip: float = 3.0  # Huber clip of learnt values, in sd
     min_history: int = 12  # windows before a series may alert (one hour at 5 minutes)
     adapt_after: int = 24  # episode windows after which it is a level shift
+    shift_level: float = 1.0  # mean score of the last adapt_after windows that is a level shift
+    mature: int = 576  # windows learnt before a drift counts as a level shift (two days at
+    # 5 minutes; before that the profile is still being learnt)
     min_rate: float = 0.05  # floor of the expected count, so empty keys are not alarmed by 1 item
-    pair_windows: bool = True  # also score the sum of this and the previous window
+    share_alpha: float = 0.02  # the share detector's EWMA weight
 
 
 def severity_for(score: float) -> str:
     return next(name for floor, name in SEVERITIES if score >= floor)
+
+
+def count_upper(mean: float, dispersion: float, z: float) -> float:
+    """About the count whose upper tail is that of ``z`` sd (Cornish-Fisher, with the negative
+    binomial's skew (2 d - 1) / sqrt(d m)), so clips stay fair to skewed, sparse counts."""
+    sd = math.sqrt(dispersion * mean)
+    skew = (2 * dispersion - 1) / sd if sd > 0 else 0.0
+    return mean + sd * (z + (z * z - 1) * skew / 6)
 
 
 def z_from_tail(p: float) -> float:
@@ -99,29 +149,114 @@ def count_tail(x: float, mean: float, dispersion: float) -> float:
     return float(at_least - 0.5 * math.exp(log_pmf))
 
 
-def _learn_slot(
-    values: list[float], counts: list[float], slot: int, weight: float, target: float, alpha: float
-) -> None:
-    """Move one seasonal slot towards ``target``: a running mean at first, then an EWMA."""
-    if weight <= 0:
-        return
-    counts[slot] += weight
-    rate = weight * max(alpha, 1.0 / (counts[slot] + 2.0))
-    values[slot] += rate * (target - values[slot])
+# -- Student t tails: degrees of freedom from the rate of residuals beyond 4 robust sd -----------
+
+_NU = np.array([2.0, 2.5, 3, 3.5, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100, 300, 1e4])
+_Q75 = special.stdtrit(_NU, 0.75)  # MAD of a standard t
+TAIL_AT = 4.0  # the tail weight is the rate of residuals beyond this many robust sd
+_BEYOND = 2 * special.stdtr(_NU, -TAIL_AT * MAD_SD * _Q75)  # P(|T| > TAIL_AT robust sd)
 
 
-def _shrunk(value: float, n: float, k: float, neutral: float) -> float:
-    return (n * value + k * neutral) / (n + k)
+def _clipped_abs_mean(nu: float) -> float:
+    """E[min(|T|, 4 robust sd)] / robust sd for a t with ``nu`` degrees of freedom."""
+    sd = MAD_SD * float(special.stdtrit(nu, 0.75))
+    x = np.linspace(0.0, 4 * sd, 4001)
+    pdf = np.exp(
+        special.gammaln((nu + 1) / 2)
+        - special.gammaln(nu / 2)
+        - 0.5 * math.log(nu * math.pi)
+        - (nu + 1) / 2 * np.log1p(x**2 / nu)
+    )
+    inside = 2 * float(np.sum((x[1:] * pdf[1:] + x[:-1] * pdf[:-1]) / 2 * np.diff(x)))
+    return (inside + 4 * sd * 2 * float(special.stdtr(nu, -4 * sd))) / sd
 
 
-def _slots(t: datetime | pd.Timestamp | float) -> tuple[int, int, float]:
-    """(hour of day, hour of week with Monday 00h = 0, fraction) of the slot centre just before
-    ``t``; the seasonal value at ``t`` interpolates between that slot and the next one."""
-    seconds = t if isinstance(t, int | float) else pd.Timestamp(t).timestamp()
-    position = seconds / 3600 - 0.5  # hours since the first slot centre
+_ABS_MEAN = np.array([_clipped_abs_mean(nu) for nu in _NU])
+GAUSS_BEYOND = float(_BEYOND[-1])
+
+
+def tail_rate(nu: float) -> float:
+    """P(|T| > TAIL_AT robust sd) for a t with ``nu`` degrees of freedom."""
+    return float(np.exp(np.interp(math.log(nu), np.log(_NU), np.log(_BEYOND))))
+
+
+def tail_nu(beyond: float) -> float:
+    """Degrees of freedom of the t whose P(|T| > TAIL_AT robust sd) is ``beyond``."""
+    rate = math.log(max(beyond, 1e-12))
+    return float(np.exp(np.interp(rate, np.log(_BEYOND[::-1]), np.log(_NU[::-1]))))
+
+
+def _abs_mean(nu: float) -> float:
+    return float(np.interp(nu, _NU, _ABS_MEAN))
+
+
+def _q75(nu: float) -> float:
+    return float(np.interp(nu, _NU, _Q75))
+
+
+# -- seasonal slots ----------------------------------------------------------------------------
+# A slot is a pair [a, b]. Counts: a and b are exponentially weighted sums of the (clipped)
+# counts seen and of what the other factors expected; the slot's factor is (a + k) / (b + k).
+# Others: a is the slot's offset and b its weight (windows seen).
+
+
+def _ratio(slot: list[float], prior: float) -> float:
+    return (slot[0] + prior) / (slot[1] + prior)
+
+
+def _learn_ratio(
+    slot: list[float], weight: float, seen: float, expected: float, alpha: float, items: float
+):
+    """Decay the slot by ``alpha`` per unit of weight, or slower for a sparse key, so that it
+    remembers about ``items`` expected items (but at least a tenth of the decay)."""
+    decay = min(alpha, max(alpha / 10, expected / items)) if items > 0 else alpha
+    keep = 1.0 - min(1.0, decay * weight)
+    slot[0] = keep * slot[0] + weight * seen
+    slot[1] = keep * slot[1] + weight * expected
+
+
+def _offset(slot: list[float], prior: float, neutral: float) -> float:
+    return (slot[1] * slot[0] + prior * neutral) / (slot[1] + prior)
+
+
+def _learn_offset(slot: list[float], target: float, alpha: float) -> None:
+    """A running mean at first, then an EWMA."""
+    slot[1] += 1.0
+    slot[0] += max(alpha, 1.0 / (slot[1] + 1.0)) * (target - slot[0])
+
+
+def _learn_offsets(pair: tuple[tuple[list[float], float], ...], target: float, alpha: float):
+    """Fit two interpolated offset slots (weights 1-f and f) to ``target`` by a normalised
+    least-mean-squares step: a running mean at first, then an EWMA. Unlike moving each slot
+    towards the target, this fits the interpolated curve, so peaks are not flattened. A slot
+    never seen starts at the target."""
+    for slot, weight in pair:
+        if slot[1] <= 0 and weight > 0:
+            slot[0] = target
+    error = target - sum(slot[0] * weight for slot, weight in pair)
+    norm = sum(weight * weight for _, weight in pair)
+    for slot, weight in pair:
+        if weight > 0:
+            slot[1] += weight
+            slot[0] += max(alpha, 1.0 / (slot[1] + 1.0)) * weight * error / norm
+
+
+def _slots(t: float) -> tuple[int, float, int, int]:
+    """(hour of day of the slot centre just before ``t``, fraction of the way to the next slot
+    centre, day of week of ``t`` with Monday = 0, hour of week of that slot centre)."""
+    position = t / 3600 - 0.5  # hours since the first slot centre
     hours = math.floor(position)
-    weekday = (hours // 24 + 3) % 7  # 1970-01-01 was a Thursday
-    return hours % 24, weekday * 24 + hours % 24, position - hours
+    weekday = (math.floor(t / 86400) + 3) % 7  # 1970-01-01 was a Thursday
+    week_hour = ((hours // 24 + 3) % 7) * 24 + hours % 24
+    return hours % 24, position - hours, weekday, week_hour
+
+
+def _epoch(t: datetime | pd.Timestamp | float) -> float:
+    return float(t) if isinstance(t, int | float) else pd.Timestamp(t).timestamp()
+
+
+def _slot_list(n: int) -> list[list[float]]:
+    return [[0.0, 0.0] for _ in range(n)]
 
 
 @dataclass
@@ -142,65 +277,134 @@ class Score:
 
 @dataclass
 class SeriesDetector:
-    """A seasonal robust baseline for one series. ``state()`` / ``from_state`` round-trip it."""
+    """A seasonal robust baseline and scan score for one series; ``state()`` / ``from_state``
+    round-trip it through JSON."""
 
     config: DetectorConfig = field(default_factory=DetectorConfig)
     counts: bool = True  # integer, non-negative so far; switches off for good otherwise
-    n: int = 0
+    n: int = 0  # windows seen
+    learnt: int = 0  # windows learnt from
     level: float = 0.0
-    scale: float = 0.0  # counts: mean |Pearson residual|; others: mean |residual|
-    daily: list[float] = field(default_factory=lambda: [0.0] * 24)
-    daily_n: list[float] = field(default_factory=lambda: [0.0] * 24)
-    weekly: list[float] = field(default_factory=lambda: [0.0] * HOURS_PER_WEEK)
-    weekly_n: list[float] = field(default_factory=lambda: [0.0] * HOURS_PER_WEEK)
+    level_sums: list[float] = field(default_factory=lambda: [0.0, 0.0])  # counts: seen, expected
+    daily: list[list[float]] = field(default_factory=lambda: _slot_list(24))
+    weekly: list[list[float]] = field(default_factory=lambda: _slot_list(7))
+    hourly: list[list[float]] = field(default_factory=lambda: _slot_list(HOURS_PER_WEEK))
+    # counts: EWMAs of mu, mu^2, rho and rho x mu (rho = clipped squared residual / mu)
+    moments: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    scale: float = 0.0  # others: EWMA of clipped absolute residuals
+    beyond: float = 0.0  # others: EWMA of residuals beyond TAIL_AT robust sd (tail weight)
+    burst: float = 1.0  # EWMA of squared one-window scores (variance inflation)
     episode: int = 0  # windows in the current alert episode (0: none open)
-    recent: list[float] = field(default_factory=list)  # deseasonalised values, newest last
-    previous: tuple[float, float] | None = None  # (observed, expected) of the last window
+    episode_values: list[float] = field(default_factory=list)  # its deseasonalised values
+    # the last scan - 1 windows, newest last: [t, value, expected, z, raw z, learnable]
+    pending: list[list] = field(default_factory=list)
+    recent: list[list[float]] = field(default_factory=list)  # learnt [deseasonalised, z]
     last_t: float | None = None  # epoch seconds of the last window
 
     # -- the model ----------------------------------------------------------------------
-    def _season(self, t: float) -> tuple[float, float]:
-        hour, week_hour, f = _slots(t)
+    def _season(self, t: float) -> tuple[float, float, float, float]:
+        """(daily, weekly, hourly, seasonal) at ``t``: the seasonal factor (counts: the product)
+        or offset (others: the hour-of-week offset shrunk towards daily + weekly)."""
         c = self.config
-        neutral = 1.0 if self.counts else 0.0
-        sparse = max(1.0, 1.0 / max(self.level, c.min_rate)) if self.counts else 1.0
-        k_d, k_w = c.daily_shrink * sparse, c.weekly_shrink * sparse
+        hour, f, weekday, week_hour = _slots(t)
         nxt, wnxt = (hour + 1) % 24, (week_hour + 1) % HOURS_PER_WEEK
-        d = (1 - f) * _shrunk(self.daily[hour], self.daily_n[hour], k_d, neutral) + f * _shrunk(
-            self.daily[nxt], self.daily_n[nxt], k_d, neutral
+        if self.counts:
+            d = (1 - f) * _ratio(self.daily[hour], c.daily_prior) + f * _ratio(
+                self.daily[nxt], c.daily_prior
+            )
+            w = _ratio(self.weekly[weekday], c.weekly_prior)
+            h = (1 - f) * _ratio(self.hourly[week_hour], c.hourly_prior) + f * _ratio(
+                self.hourly[wnxt], c.hourly_prior
+            )
+            return d, w, h, d * w * h
+        d = (1 - f) * _offset(self.daily[hour], c.daily_prior, 0.0) + f * _offset(
+            self.daily[nxt], c.daily_prior, 0.0
         )
-        w = (1 - f) * _shrunk(
-            self.weekly[week_hour], self.weekly_n[week_hour], k_w, neutral
-        ) + f * _shrunk(self.weekly[wnxt], self.weekly_n[wnxt], k_w, neutral)
-        return d, w
+        w = _offset(self.weekly[weekday], c.weekly_prior, 0.0)
+        a, b = self.hourly[week_hour], self.hourly[wnxt]
+        h = (1 - f) * a[0] + f * b[0]
+        n = (1 - f) * a[1] + f * b[1]
+        seasonal = (n * h + c.hourly_prior_additive * (d + w)) / (n + c.hourly_prior_additive)
+        return d, w, h, seasonal
 
-    def expected_at(self, t: float) -> float:
-        d, w = self._season(t)
+    def expected_at(self, t: datetime | pd.Timestamp | float) -> float:
+        seasonal = self._season(_epoch(t))[3]
         if self.counts:
-            return max(self.config.min_rate, self.level * d * w)
-        return self.level + d + w
+            return max(self.config.min_rate, self.level * seasonal)
+        return self.level + seasonal
 
-    def _sd(self, expected: float) -> float:
-        if self.counts:
-            return math.sqrt(self.dispersion * expected)
-        floor = 1e-9 + 1e-6 * abs(self.level)
-        return max(floor, 1.2533 * self.scale)
+    def dispersion_at(self, expected: float) -> float:
+        """Variance / mean of a count expected to be ``expected``, at least 1 (Poisson)."""
+        s1, s2, sy, sxy = self.moments
+        if self.learnt < 2 or s1 <= 0:
+            return 1.0
+        var = s2 - s1 * s1
+        slope = max(0.0, (sxy - s1 * sy) / var) if var > 1e-3 * s1 * s1 else 0.0
+        # Below the mean expectation the pooled dispersion holds: a sparse hour is not assumed
+        # to be tamer than the average one (its tails matter most and it has the least data).
+        return max(1.0, sy + slope * max(0.0, expected - s1))
 
     @property
     def dispersion(self) -> float:
-        """Variance / mean of the counts, at least 1 (Poisson)."""
-        return max(1.0, (self.scale / 0.7979) ** 2) if self.n > 1 else 1.0
+        """The dispersion at the mean expected value."""
+        return self.dispersion_at(self.moments[0])
 
-    def _z(self, observed: float, expected: float, sd: float) -> float:
+    @property
+    def tail_df(self) -> float:
+        """The degrees of freedom of the t law of the residuals (continuous series)."""
+        c = self.config
+        weight = min(self.learnt, 1.0 / c.tail_alpha)
+        prior = tail_rate(c.tail_prior_df)
+        rate = (weight * self.beyond + c.tail_prior * prior) / (weight + c.tail_prior)
+        return tail_nu(rate)
+
+    def robust_sd(self) -> float:
+        """Continuous series: the robust sd (MAD x 1.4826) of the residuals."""
+        floor = 1e-9 + 1e-6 * abs(self.level)
+        return max(floor, self.scale / _abs_mean(self.tail_df))
+
+    def _inflation(self) -> float:
+        """How much wider than the noise law the variance is taken: during a burst of noise
+        (the fast EWMA of squared scores above 1), and while the baseline is young."""
+        c = self.config
+        burst = max(1.0, self.burst - c.burst_margin)
+        return burst * (1.0 + c.cold_start / (self.learnt + 1.0))
+
+    def _sd(self, expected: float) -> float:
+        inflate = self._inflation()
         if self.counts:
-            return z_from_tail(count_tail(observed, expected, self.dispersion))
-        return max(-MAX_SCORE, min(MAX_SCORE, (observed - expected) / sd))
+            return math.sqrt(self.dispersion_at(expected) * inflate * expected)
+        return self.robust_sd() * math.sqrt(inflate)
+
+    def _window_z(self, value: float, expected: float, inflate: float) -> float:
+        if self.counts:
+            dispersion = self.dispersion_at(expected) * inflate
+            return z_from_tail(count_tail(value, expected, dispersion))
+        nu = self.tail_df
+        tau = self.robust_sd() * math.sqrt(inflate) / (MAD_SD * _q75(nu))  # the t's scale
+        return z_from_tail(float(special.stdtr(nu, -(value - expected) / tau)))
+
+    def _scan(self, value: float, expected: float, z: float) -> float:
+        """The largest z of the sums of the last 1..scan windows (this one included)."""
+        best, total, mean, z_sum = z, value, expected, z
+        inflate = self._inflation()
+        variance = self.dispersion_at(expected) * expected if self.counts else 0.0
+        for k, (_, v, e, zp, _, _) in enumerate(reversed(self.pending), start=2):
+            if self.counts:
+                total, mean = total + v, mean + e
+                variance += self.dispersion_at(e) * e
+                best = max(best, z_from_tail(count_tail(total, mean, variance / mean * inflate)))
+            else:
+                z_sum += zp
+                best = max(best, z_sum / math.sqrt(k))
+        return best
 
     # -- one window ----------------------------------------------------------------------
     def update(self, t: datetime | pd.Timestamp | float, value: float) -> Score:
-        """Score the window at ``t`` holding ``value``, then learn from it."""
+        """Score the window at ``t`` holding ``value``, then learn from the window that is
+        ``scan - 1`` windows old."""
         c = self.config
-        t = t if isinstance(t, int | float) else pd.Timestamp(t).timestamp()
+        t = _epoch(t)
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"value must be a finite number, got {value!r}")
@@ -208,83 +412,121 @@ class SeriesDetector:
             self._become_continuous()
         if self.n == 0:
             self.level = value
+            self.level_sums = [value, 1.0]
         expected = self.expected_at(t)
         sd = self._sd(expected)
-        score = self._z(value, expected, sd)
-        if c.pair_windows and self.previous is not None and score > 1.0:
-            prev_observed, prev_expected = self.previous
-            pair_expected = expected + prev_expected
-            pair_sd = math.sqrt(sd**2 + self._sd(prev_expected) ** 2)
-            score = max(score, self._z(value + prev_observed, pair_expected, pair_sd))
+        z = self._window_z(value, expected, self._inflation())
+        raw = self._window_z(value, expected, 1.0) if self.burst > 1.0 else z
+        score = self._scan(value, expected, z)
         ready = self.n >= c.min_history
         was_open = self.episode > 0
-        if was_open:
-            alerting = score >= c.close_level
-        else:
-            alerting = ready and score >= c.open_level
+        alerting = score >= c.close_level if was_open else ready and score >= c.open_level
         opened = alerting and not was_open
         closed = was_open and not alerting
         self.episode = self.episode + 1 if alerting else 0
-
-        d, w = self._season(t)
-        deseasonalised = (
-            value / max(d * w, 1e-3) if self.counts else value - d - w
-        )  # for level shifts
-        self.recent = ([*self.recent, deseasonalised])[-c.adapt_after :]
+        if opened:  # the windows that led up to it are part of the spike: never learnt
+            for entry in self.pending:
+                entry[5] = False
+        self.pending.append([t, value, expected, z, raw, not alerting])
+        if alerting:
+            self.episode_values = [*self.episode_values, self._deseasonalise(value, t)]
+        else:
+            self.episode_values = []
         if self.episode > c.adapt_after:  # a level shift: accept the new normal
-            self.level = float(np.median(self.recent))
-            self.episode = 0
+            self._reanchor(self.episode_values)
             alerting, closed = False, True
-        elif not alerting:
-            self._learn(t, value, expected, sd)
-        self.previous = (value, expected)
+        if len(self.pending) >= c.scan:
+            self._learn(*self.pending.pop(0))
         self.last_t = t
         self.n += 1
         return Score(value, expected, sd, score, alerting, opened, closed, ready)
 
-    def _learn(self, t: float, value: float, expected: float, sd: float) -> None:
+    def _deseasonalise(self, value: float, t: float) -> float:
+        seasonal = self._season(t)[3]
+        return value / max(seasonal, 1e-3) if self.counts else value - seasonal
+
+    def _reanchor(self, values: list[float]) -> None:
+        """Accept a level shift: the level becomes that of ``values`` (deseasonalised), and the
+        windows scored against the old level are forgotten."""
+        if values:
+            self.level = float(np.mean(values) if self.counts else np.median(values))
+            self.level_sums = [self.level * self.level_sums[1], self.level_sums[1]]
+        self.episode = 0
+        self.episode_values = []
+        self.recent = []
+        self.pending = []
+
+    def _learn(
+        self, t: float, value: float, expected: float, z: float, raw: float, learnable: bool
+    ) -> None:
         c = self.config
-        warm = 1.0 / (self.n + 1)
-        a_level = max(c.alpha, warm)
-        clipped = min(max(value, expected - c.clip * sd), expected + c.clip * sd)
-        if self.n == 0:
-            clipped = value
-        d, w = self._season(t)
+        if not learnable:
+            return
+        self.learnt += 1
+        warm = 1.0 / (self.learnt + 1)
+        self.burst += c.burst_alpha * (min(raw * raw, 25.0) - self.burst)
+        self.recent = [*self.recent, [self._deseasonalise(value, t), z]][-c.adapt_after :]
+        if self.counts and len(self.recent) >= c.adapt_after and self.learnt > c.mature:
+            drift = float(np.mean([zz for _, zz in self.recent]))
+            if abs(drift) > c.shift_level:
+                self._reanchor([v for v, _ in self.recent])
+                return
+        d, w, h, seasonal = self._season(t)
+        hour, f, weekday, week_hour = _slots(t)
+        daily = ((self.daily[hour], 1 - f), (self.daily[(hour + 1) % 24], f))
+        hourly = ((self.hourly[week_hour], 1 - f), (self.hourly[(week_hour + 1) % 168], f))
+        first_day = self.learnt * c.window.total_seconds() < 86400
+        a_scale = max(c.scale_alpha, warm)
+        a_level = max(c.level_alpha if self.counts else c.level_alpha_additive, warm)
         if self.counts:
-            residual = abs(value - expected) / math.sqrt(expected)
-            self.scale += max(c.alpha, warm) * (min(residual, c.clip * 2) - self.scale)
+            mu = max(expected, c.min_rate)
+            dispersion = self.dispersion_at(mu)
+            residual = min(value, count_upper(mu, dispersion, 4.0)) - expected
+            rho = residual * residual / mu
+            for i, target in enumerate((mu, mu * mu, rho, rho * mu)):
+                self.moments[i] += a_scale * (target - self.moments[i])
+            sd = math.sqrt(dispersion * mu)
+            x = min(max(value, expected - c.clip * sd), count_upper(mu, dispersion, c.clip))
             level = max(self.level, c.min_rate)
-            self.level += a_level * (clipped / max(d * w, 1e-3) - self.level)
-            target_d = min(4.0, clipped / max(level * w, 1e-3))
-            target_w = min(4.0, clipped / max(level * d, 1e-3))
-        else:
-            residual = abs(value - expected)
-            if self.n >= 2:
-                self.scale += max(c.alpha, warm) * (
-                    min(residual, c.clip * max(sd, 1e-12)) - self.scale
+            sums = self.level_sums
+            sums[0] += a_level * (x - sums[0])
+            sums[1] += a_level * (seasonal - sums[1])
+            self.level = sums[0] / sums[1] if sums[1] > 0 else x
+            for slot, weight in daily:
+                _learn_ratio(slot, weight, x, level * w * h, c.daily_alpha, c.slot_items)
+            if not first_day:  # a day of the week is only special against a daily profile
+                _learn_ratio(
+                    self.weekly[weekday], 1.0, x, level * d * h, c.weekly_alpha, c.slot_items
                 )
-            else:
-                self.scale += warm * (residual - self.scale)
-            self.level += a_level * (clipped - d - w - self.level)
-            target_d = clipped - self.level - w
-            target_w = clipped - self.level - d
-        if self.n >= 1:
-            hour, week_hour, f = _slots(t)
-            for slot, weight in ((hour, 1 - f), ((hour + 1) % 24, f)):
-                _learn_slot(self.daily, self.daily_n, slot, weight, target_d, c.daily_alpha)
-            for slot, weight in ((week_hour, 1 - f), ((week_hour + 1) % HOURS_PER_WEEK, f)):
-                _learn_slot(self.weekly, self.weekly_n, slot, weight, target_w, c.weekly_alpha)
+                for slot, weight in hourly:
+                    _learn_ratio(slot, weight, x, level * d * w, c.hourly_alpha, c.slot_items)
+        else:
+            sd = self.robust_sd() if self.learnt > 2 else abs(value - expected) + 1e-9
+            residual = abs(value - expected)
+            self.scale += a_scale * (min(residual, 4 * sd) - self.scale)
+            beyond = float(residual > TAIL_AT * sd)
+            self.beyond += max(c.tail_alpha, warm) * (beyond - self.beyond)
+            x = min(max(value, expected - c.clip * sd), expected + c.clip * sd)
+            self.level += a_level * (x - seasonal - self.level)
+            _learn_offsets(daily, x - self.level - w, c.daily_alpha)
+            _learn_offsets(hourly, x - self.level, c.hourly_alpha)  # needs no daily profile
+            if not first_day:
+                _learn_offset(self.weekly[weekday], x - self.level - d, c.weekly_alpha)
 
     def _become_continuous(self) -> None:
         """A non-count value arrived: keep the level, restart the seasonal profile as offsets."""
-        self.counts = False
         if self.n:
-            self.scale = 1.2533 * math.sqrt(self.dispersion * max(self.level, self.config.min_rate))
-        self.daily, self.daily_n = [0.0] * 24, [0.0] * 24
-        self.weekly, self.weekly_n = [0.0] * HOURS_PER_WEEK, [0.0] * HOURS_PER_WEEK
-        self.previous = None
+            self.scale = 0.7979 * math.sqrt(self.dispersion * max(self.level, self.config.min_rate))
+        self.counts = False
+        self.daily, self.weekly = _slot_list(24), _slot_list(7)
+        self.hourly = _slot_list(HOURS_PER_WEEK)
+        self.pending = [[*e[:5], False] for e in self.pending]
+        self.recent, self.episode_values = [], []
 
     # -- persistence ---------------------------------------------------------------------
+    _FLOATS = ("level", "scale", "beyond", "burst")
+    _SLOTS = ("daily", "weekly", "hourly")
+
     def state(self) -> dict:
         """A JSON-safe dict of everything the detector has learnt (not its config)."""
         return {
@@ -292,15 +534,15 @@ class SeriesDetector:
             "type": "series",
             "counts": self.counts,
             "n": self.n,
-            "level": self.level,
-            "scale": self.scale,
-            "daily": self.daily,
-            "daily_n": self.daily_n,
-            "weekly": self.weekly,
-            "weekly_n": self.weekly_n,
+            "learnt": self.learnt,
+            **{name: getattr(self, name) for name in self._FLOATS},
+            "level_sums": self.level_sums,
+            **{name: getattr(self, name) for name in self._SLOTS},
+            "moments": self.moments,
             "episode": self.episode,
+            "episode_values": self.episode_values,
+            "pending": self.pending,
             "recent": self.recent,
-            "previous": list(self.previous) if self.previous is not None else None,
             "last_t": self.last_t,
         }
 
@@ -308,24 +550,85 @@ class SeriesDetector:
     def from_state(cls, state: dict | None, config: DetectorConfig) -> SeriesDetector:
         if not state:
             return cls(config=config)
-        if state.get("version") != STATE_VERSION or state.get("type") != "series":
+        if state.get("type") != "series" or state.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"unknown detector state version {state.get('version')!r}")
-        previous = state.get("previous")
+        if state["version"] == 1:
+            state = _series_state_from_v1(state)
         return cls(
             config=config,
             counts=bool(state["counts"]),
             n=int(state["n"]),
-            level=float(state["level"]),
-            scale=float(state["scale"]),
-            daily=[float(v) for v in state["daily"]],
-            daily_n=[float(v) for v in state["daily_n"]],
-            weekly=[float(v) for v in state["weekly"]],
-            weekly_n=[float(v) for v in state["weekly_n"]],
+            learnt=int(state["learnt"]),
+            **{name: float(state[name]) for name in cls._FLOATS},
+            level_sums=[float(v) for v in state["level_sums"]],
+            **{name: [[float(a), float(b)] for a, b in state[name]] for name in cls._SLOTS},
+            moments=[float(v) for v in state["moments"]],
             episode=int(state["episode"]),
-            recent=[float(v) for v in state["recent"]],
-            previous=tuple(previous) if previous is not None else None,
+            episode_values=[float(v) for v in state["episode_values"]],
+            pending=[
+                [*(float(x) for x in entry[:5]), bool(entry[5])] for entry in state["pending"]
+            ],
+            recent=[[float(v), float(z)] for v, z in state["recent"]],
             last_t=state.get("last_t"),
         )
+
+
+def _series_state_from_v1(old: dict) -> dict:
+    """Carry a version-1 state over to version 2. Version 1 kept shrunk running means per
+    hour of day and hour of week (multiplicative for counts, offsets otherwise) and a mean
+    absolute residual. The level and both profiles carry over (for counts each slot becomes
+    a ratio worth as many items as it had observations), the hour-of-week profile also gives
+    the days of the week, the scale becomes the dispersion (counts) or the robust scale, and
+    the tail weight starts from its prior."""
+    counts = bool(old["counts"])
+    n = int(old["n"])
+    level = float(old["level"])
+    dispersion = max(1.0, (float(old["scale"]) / 0.7979) ** 2) if n > 1 else 1.0
+
+    def slot(value: float, weight: float) -> list[float]:
+        if counts:  # a factor worth `weight` items at the level
+            items = weight * max(level, 1e-3)
+            return [value * items, items]
+        return [value, weight]
+
+    neutral = 1.0 if counts else 0.0
+    daily = [slot(v, w) for v, w in zip(old["daily"], old["daily_n"], strict=True)]
+    weekly, hourly = [], []
+    for day in range(7):
+        values = old["weekly"][day * 24 : (day + 1) * 24]
+        weights = old["weekly_n"][day * 24 : (day + 1) * 24]
+        total = sum(weights)
+        mean = sum(v * w for v, w in zip(values, weights, strict=True)) / total if total else 0.0
+        mean = mean if total else neutral
+        weekly.append(slot(mean, total))
+        for hour, (value, weight) in enumerate(zip(values, weights, strict=True)):
+            if counts:  # on top of daily x weekly now: the day's share of it comes out
+                hourly.append(slot(value / mean if mean > 0 else 1.0, weight))
+            else:  # the whole seasonal offset now: daily + hour of week
+                hourly.append([old["daily"][hour] + value, weight])
+    previous, last_t = old.get("previous"), old.get("last_t")
+    pending = []
+    if previous is not None and last_t is not None:
+        pending = [[float(last_t), float(previous[0]), float(previous[1]), 0.0, 0.0, False]]
+    return {
+        "counts": counts,
+        "n": n,
+        "learnt": n,
+        "level": level,
+        "level_sums": [level, 1.0],
+        "scale": 0.0 if counts else float(old["scale"]),
+        "beyond": GAUSS_BEYOND,
+        "burst": 1.0,
+        "daily": daily,
+        "weekly": weekly,
+        "hourly": hourly,
+        "moments": [level, level * level, dispersion, dispersion * level] if counts else [0.0] * 4,
+        "episode": int(old["episode"]),
+        "episode_values": [],
+        "pending": pending,
+        "recent": [],
+        "last_t": last_t,
+    }
 
 
 @dataclass
@@ -347,7 +650,7 @@ class ShareDetector:
 
     def update(self, t: datetime | pd.Timestamp | float, part: int, total: int) -> Score:
         c = self.config
-        t = t if isinstance(t, int | float) else pd.Timestamp(t).timestamp()
+        t = _epoch(t)
         self.last_t = t
         if total < self.min_total:
             return Score(
@@ -378,7 +681,7 @@ class ShareDetector:
             self.share, self.episode = part / total, 0
             alerting, closed = False, True
         elif not alerting:
-            a = max(c.alpha, 1.0 / (self.n + 1))
+            a = max(c.share_alpha, 1.0 / (self.n + 1))
             residual = (part - expected) / math.sqrt(total * p * (1 - p))
             self.scale += a * (min(abs(residual), 2 * c.clip) - self.scale)
             clipped = min(max(part, expected - c.clip * sd), expected + c.clip * sd)
@@ -401,9 +704,9 @@ class ShareDetector:
     def from_state(cls, state: dict | None, config: DetectorConfig) -> ShareDetector:
         if not state:
             return cls(config=config)
-        if state.get("version") != STATE_VERSION or state.get("type") != "share":
+        if state.get("type") != "share" or state.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"unknown detector state version {state.get('version')!r}")
-        return cls(
+        return cls(  # version 1 and 2 share states hold the same fields
             config=config,
             n=int(state["n"]),
             share=float(state["share"]),

@@ -195,8 +195,7 @@ def render_markdown(alert: Mapping) -> str:
     return "\n".join(lines)
 
 
-def render_html(alert: Mapping) -> str:
-    """E-mail: a small self-contained HTML document."""
+def _html_fragment(alert: Mapping) -> str:
     e = html.escape
     explanation = _explanation(alert)
     rows = [
@@ -209,10 +208,9 @@ def render_html(alert: Mapping) -> str:
         rows.append(("Top terms", ", ".join(_list(alert["top_terms"]))))
     if _list(alert.get("top_tickers")):
         rows.append(("Top tickers", ", ".join(f"${t}" for t in _list(alert["top_tickers"]))))
-    table = "".join(
-        f"<tr><th align='left' style='padding-right:12px'>{e(k)}</th><td>{e(v)}</td></tr>"
-        for k, v in rows
-    )
+    # Lines of "label: value" rather than a table: the plain-text part apprise derives from the
+    # HTML then reads the same way.
+    facts = "".join(f"<p style='margin:2px 0'><b>{e(k)}:</b> {e(v)}</p>" for k, v in rows)
     headlines = explanation.get("headlines") or [
         {"headline": h} for h in _list(alert.get("headlines"))
     ]
@@ -220,9 +218,9 @@ def render_html(alert: Mapping) -> str:
     drivers = explanation.get("sentiment_drivers")
     drivers_html = ""
     if drivers and drivers.get("tokens"):
-        words = " ".join(
+        words = ", ".join(
             f"<span style='background:#fdd;padding:1px 4px;border-radius:3px'>{e(t['word'])} "
-            f"<small>{t['attribution']:+.2f}</small></span>"
+            f"<small>({t['attribution']:+.2f})</small></span>"
             for t in drivers["tokens"]
         )
         drivers_html = (
@@ -230,11 +228,15 @@ def render_html(alert: Mapping) -> str:
             f"({drivers['probability']:.0%})</h3><p>{words}</p>"
         )
     return (
-        "<html><body style='font-family:sans-serif'>"
-        f"<h2>{e(render_title(alert))}</h2><table>{table}</table>"
+        f"<h2>{e(render_title(alert))}</h2>{facts}"
         f"<h3>Top headlines</h3><ul>{items}</ul>{drivers_html}"
-        f"<p style='color:#666'>Alert id {e(alert['alert_id'])}</p></body></html>"
+        f"<p style='color:#666'>Alert id {e(alert['alert_id'])}</p>"
     )
+
+
+def render_html(alert: Mapping) -> str:
+    """E-mail: a small self-contained HTML document."""
+    return f"<html><body style='font-family:sans-serif'>{_html_fragment(alert)}</body></html>"
 
 
 def render_alert(alert: Mapping) -> AlertMessage:
@@ -259,13 +261,16 @@ def render_digest(alerts: Sequence[Mapping]) -> AlertMessage:
         f"{float(a['expected']):.1f} expected at {a['window_start']:%Y-%m-%d %H:%M} UTC (alert {a['alert_id']})"
         for a in alerts
     ]
-    body = "\n".join(lines)
+    # The worst alert keeps its whole explanation, so a digest still says why.
+    body = "\n".join(lines) + "\n\nThe worst of them:\n" + render_text(worst)
     html_body = (
-        "<html><body><h2>"
+        "<html><body style='font-family:sans-serif'><h2>"
         + html.escape(title)
         + "</h2><ul>"
         + "".join(f"<li>{html.escape(line[2:])}</li>" for line in lines)
-        + "</ul></body></html>"
+        + "</ul><hr>"
+        + _html_fragment(worst)
+        + "</body></html>"
     )
     payload = {
         "schema": DIGEST_SCHEMA,

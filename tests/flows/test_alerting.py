@@ -68,6 +68,16 @@ def test_minimum_volume():
     assert decision(NoiseControls(min_count=5), score=opened(observed=5)).raise_alert
 
 
+def test_minimum_volume_raises_once_the_episode_reaches_it():
+    still_open = Score(7.0, 1.0, 1.0, 4.5, True, False, False, True)
+    waiting = KeyControl(awaiting_volume=True)
+    assert decision(NoiseControls(min_count=5), waiting, score=still_open).raise_alert
+    assert not decision(NoiseControls(min_count=5), KeyControl(), score=still_open).raise_alert
+    thin = Score(3.0, 1.0, 1.0, 4.5, True, False, False, True)
+    assert decision(NoiseControls(min_count=5), waiting, score=thin).reason.startswith("minimum")
+    assert KeyControl.from_state(waiting.state()) == waiting
+
+
 def test_per_key_cooldown():
     recent = KeyControl(last_alert_t=(NOW - timedelta(minutes=40)).timestamp())
     assert decision(NoiseControls(cooldown=timedelta(hours=1)), recent, at=NOW).reason == "cooldown"

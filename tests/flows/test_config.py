@@ -83,3 +83,18 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_alert_levels_default_to_the_detectors():
+    import inspect
+
+    from flows.cli_alerts import detect_command
+    from flows.config import AlertSettings
+    from flows.detector import DetectorConfig
+
+    detector = DetectorConfig()
+    alerts = AlertSettings()
+    assert (alerts.open_level, alerts.close_level) == (detector.open_level, detector.close_level)
+    options = inspect.signature(detect_command).parameters
+    assert options["open_level"].default == detector.open_level
+    assert options["close_level"].default == detector.close_level

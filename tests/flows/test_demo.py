@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import email
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
+from email import policy
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -64,7 +67,7 @@ def test_data_folder_must_hold_both_files(tmp_path):
 
 
 def test_whole_demo_raises_an_alert_and_notifies(
-    tmp_path, tiny_model_dir, prefect_harness, monkeypatch
+    tmp_path, tiny_model_dir, prefect_harness, monkeypatch, capsys
 ):
     from flows.demo import run_demo
 
@@ -89,7 +92,33 @@ def test_whole_demo_raises_an_alert_and_notifies(
     assert summary["alerts_raised"] >= 1 and {a["topic"] for a in summary["alerts"]} == {
         "Energy | Oil"
     }
-    assert len(result["notifications"]) == summary["alerts_notified"] == summary["alerts_raised"]
+    assert summary["alerts_notified"] == summary["alerts_raised"]
     lines = (workdir / "notifications.jsonl").read_text().splitlines()
-    assert json.loads(lines[0])["payload"]["title"].startswith("[yuqing]")
+    payloads = [json.loads(line)["payload"] for line in lines]
+    assert payloads and all(p["title"].startswith("[yuqing]") for p in payloads)
+    # The explanation travels in the webhook document ...
+    alert = next(p for p in [*payloads, *(a for p in payloads for a in p.get("alerts", []))]
+                 if p.get("schema") == "yuqing.alert/v1")  # fmt: skip
+    assert alert["headlines"] and "oil" in alert["headlines"][0]["headline"]
+    assert alert["observed"] > alert["expected"] and alert["idempotency_key"] == alert["alert_id"]
+    assert alert["sentiment_drivers"]["tokens"] and alert["top_terms"]
+    # ... and in the e-mail the local SMTP server received (HTML with a plain-text part)
+    assert len(result["emails"]) == len(payloads)
+    mail = result["emails"][0]
+    assert mail["parts"] == ["text/plain", "text/html"] and mail["subject"].startswith("[yuqing]")
+    assert "Top headlines" in mail["text"] and "oil" in mail["text"]
+    assert "Observed: " in mail["text"] and "Expected: " in mail["text"]
+    assert "Why the model read the top headline as negative" in mail["text"]
+    saved = email.message_from_bytes(Path(mail["file"]).read_bytes(), policy=policy.default)
+    html = saved.get_body(("html",)).get_content()
+    assert "Top headlines" in html and "Why the model read the top headline" in html
     assert (workdir / "yuqing.duckdb").is_file()
+    # What the command prints shows the explanation of both.
+    from flows.cli import print_demo
+
+    capsys.readouterr()
+    print_demo(result)
+    printed = capsys.readouterr().out
+    assert "its explanation (webhook JSON, schema yuqing.alert/v1)" in printed
+    assert "E-mails received by the local SMTP server: " in printed
+    assert "| Why the model read the top headline as negative" in printed

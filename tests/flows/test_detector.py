@@ -10,11 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.detector import (
+    STATE_VERSION,
     DetectorConfig,
     SeriesDetector,
     SeriesFileError,
     ShareDetector,
     count_tail,
+    count_upper,
     detect_file,
     read_series_csv,
     score_series,
@@ -111,7 +113,114 @@ def test_state_survives_a_json_round_trip_and_continues_identically():
         assert a.score == pytest.approx(b.score) and a.alerting == b.alerting
         if i % 97 == 0:  # restart from stored JSON
             restarted = SeriesDetector.from_state(json.loads(json.dumps(restarted.state())), config)
-    assert len(json.dumps(straight.state())) < 8000
+    assert len(json.dumps(straight.state())) < 12000
+
+
+def test_count_upper_follows_the_skewed_tail():
+    from scipy import stats
+
+    for mean, dispersion in ((0.1, 1.0), (1.0, 1.0), (10.0, 1.5), (80.0, 2.0)):
+        if dispersion == 1.0:
+            dist = stats.poisson(mean)
+        else:
+            dist = stats.nbinom(mean / (dispersion - 1), 1 / dispersion)
+        exact = dist.isf(stats.norm.sf(4.0))  # the count with the upper tail of 4 sd
+        assert count_upper(mean, dispersion, 4.0) == pytest.approx(exact, rel=0.25, abs=1.0)
+        assert count_upper(mean, dispersion, 4.0) > mean + 4 * np.sqrt(dispersion * mean) * 0.99
+
+
+def continuous_series(days: int, noise: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    times = pd.date_range(T0, periods=days * 288, freq=W)
+    hour = np.asarray(times.hour + times.minute / 60)
+    return times, 50 + 6 * np.exp(-(((hour - 15) / 3) ** 2)) + noise
+
+
+def test_the_scan_accumulates_a_surge_spread_over_windows():
+    rng = np.random.default_rng(7)
+    times, values = continuous_series(4, rng.normal(0, 1, 4 * 288))
+    at = 3 * 288 + 170
+    values[at : at + 3] += 2.6  # three windows of 2.6 sd: none reaches the open level alone
+    scan = score_series(times, values)
+    single = score_series(times, values, DetectorConfig(scan=1))
+    assert scan["alert"][at : at + 3].any() and not single["alert"][at : at + 3].any()
+    assert scan["anomaly_score"][at + 2] > single["anomaly_score"][at : at + 3].max() + 0.5
+
+
+def test_heavy_tailed_noise_gets_heavy_tails_not_false_alerts():
+    rng = np.random.default_rng(8)
+    days = 14
+    heavy_t, heavy = continuous_series(days, rng.standard_t(3, days * 288))
+    gauss_t, gauss = continuous_series(days, rng.normal(0, 1, days * 288))
+    detectors = {}
+    for name, (times, values) in {"heavy": (heavy_t, heavy), "gauss": (gauss_t, gauss)}.items():
+        d = SeriesDetector()
+        opened = sum(d.update(t, v).opened for t, v in zip(times[288:], values[288:], strict=True))
+        detectors[name] = (d, opened)
+    assert detectors["heavy"][0].tail_df < 6 < 15 < detectors["gauss"][0].tail_df
+    assert detectors["heavy"][1] <= 2  # about 1 per week at most, t(3) noise notwithstanding
+    fixed_tails = DetectorConfig(tail_prior=1e12)  # the prior's 20 degrees of freedom, for good
+    assert score_series(heavy_t[288:], heavy[288:], fixed_tails)["opened"].sum() >= 5
+
+
+def test_a_burst_of_noise_widens_the_variance_instead_of_alerting():
+    rng = np.random.default_rng(9)
+    noise = rng.normal(0, 1, 5 * 288)
+    burst = slice(4 * 288, 4 * 288 + 36)  # three hours at three times the noise
+    noise[burst] *= 3
+    times, values = continuous_series(5, noise)
+    detector = SeriesDetector()
+    scores = [detector.update(t, v) for t, v in zip(times, values, strict=True)]
+    inflated = SeriesDetector(config=DetectorConfig(burst_alpha=0.0))
+    plain = [inflated.update(t, v) for t, v in zip(times, values, strict=True)]
+    assert sum(s.opened for s in scores[burst]) <= 1 < sum(s.opened for s in plain[burst])
+    assert scores[burst.stop - 1].sd > 2 * scores[burst.start - 1].sd
+
+
+def test_dispersion_grows_with_the_mean_for_gamma_poisson_counts():
+    rng = np.random.default_rng(10)
+    times = pd.date_range(T0, periods=10 * 288, freq=W)
+    hour = np.asarray(times.hour + times.minute / 60)
+    mean = 2 + 18 * np.exp(-(((hour - 15) / 3) ** 2))
+    r = 5.0  # variance = mean + mean^2 / 5: dispersion 1.4 at 2, 5 at 20
+    values = rng.negative_binomial(r, r / (r + mean)).astype(float)
+    detector = SeriesDetector()
+    for t, v in zip(times, values, strict=True):
+        detector.update(t, v)
+    assert detector.dispersion_at(20.0) == pytest.approx(5.0, rel=0.35)
+    assert detector.dispersion_at(20.0) > 2 * detector.dispersion_at(2.0)
+
+
+def test_a_version_1_state_is_carried_over():
+    """A state saved by the previous detector (hour-of-day and hour-of-week running means)."""
+    daily = [1.0] * 24
+    daily[15] = daily[16] = 2.0
+    v1 = {
+        "version": 1,
+        "type": "series",
+        "counts": True,
+        "n": 4000,
+        "level": 10.0,
+        "scale": 0.7979 * np.sqrt(1.5),  # dispersion 1.5
+        "daily": daily,
+        "daily_n": [150.0] * 24,
+        "weekly": [1.0] * 120 + [0.5] * 48,  # quiet weekends
+        "weekly_n": [12.0] * 168,
+        "episode": 0,
+        "recent": [10.0] * 24,
+        "previous": [21.0, 20.0],
+        "last_t": (T0 + pd.Timedelta(hours=15, minutes=55)).timestamp(),
+    }
+    detector = SeriesDetector.from_state(json.loads(json.dumps(v1)), DetectorConfig())
+    monday_4pm = T0 + pd.Timedelta(hours=16)
+    saturday_4pm = monday_4pm + pd.Timedelta(days=5)
+    assert detector.expected_at(monday_4pm) == pytest.approx(20.0, rel=0.1)
+    assert detector.expected_at(saturday_4pm) == pytest.approx(10.0, rel=0.15)
+    assert detector.dispersion == pytest.approx(1.5, rel=0.01)
+    score = detector.update(monday_4pm, 21)
+    assert abs(score.score) < 2 and not score.alerting
+    assert detector.state()["version"] == STATE_VERSION
+    with pytest.raises(ValueError, match="version"):
+        SeriesDetector.from_state({**v1, "version": 99}, DetectorConfig())
 
 
 def test_scores_are_comparable_across_scales():

@@ -1,109 +1,136 @@
-"""The evaluation set's two spike-size units (flows/detector_eval.py); fast, no detector runs."""
+"""The labelled evaluation set and its scoring (flows/detector_eval.py), and the re-implemented
+baselines (flows/detector_baselines.py). Fast: small series, no whole-set runs."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from flows import detector_baselines as baselines
 from flows.detector_eval import (
-    MIN_TRAILING,
     PER_DAY,
-    TRAILING,
+    LabelledSeries,
     Spike,
     continuous_series,
+    copy_of,
     count_series,
-    series_robust_sd,
-    spike_mask,
+    episodes,
+    evaluate,
+    robust_unit,
+    spike_shape,
+    summarise,
 )
+from flows.stories import story_ids
 
 
-def _mad_sd(values: np.ndarray) -> float:
-    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+def test_spikes_rise_linearly_and_decay_by_their_half_life():
+    shape = spike_shape(4.0, rise=3, half_life=2.0)
+    np.testing.assert_allclose(shape[:3], [4 / 3, 8 / 3, 4.0])
+    np.testing.assert_allclose(shape[3:5], [4 * 0.5**0.5, 4 * 0.5])
+    assert shape[-1] >= 0.5 > 4 * 0.5 ** (len(shape) - 2 + 1 / 2)  # stops under half an sd
+    assert spike_shape(8.0, rise=1, half_life=1.0)[0] == 8.0
 
 
-def test_series_robust_sd_uses_only_non_spike_points_of_the_trailing_week():
+def test_robust_unit_is_the_mad_of_the_residual_noise_at_that_level():
     rng = np.random.default_rng(0)
-    values = rng.normal(0.0, 2.0, size=3 * TRAILING)
-    onset = 2 * TRAILING + 100
-    # A long earlier "spike" covering 40% of the trailing week, and the spike itself.
-    spikes = [Spike(onset - 900, 800, 4.0), Spike(onset, 3, 4.0)]
-    values[onset - 900 : onset - 100] = 1000.0
-    values[onset : onset + 3] = 1000.0
-    values[: onset - TRAILING] *= 10.0  # older than a week: must not count either
-    got = series_robust_sd(values, spikes, onset)
-    window = np.arange(onset - TRAILING, onset)
-    clean = window[~spike_mask(len(values), spikes)[window]]
-    assert got == pytest.approx(_mad_sd(values[clean]))
-    assert got == pytest.approx(2.0, rel=0.1)
-    # Reading the spike windows or the older data would give something else entirely.
-    assert _mad_sd(values[onset - TRAILING : onset]) > 2 * got
-    assert _mad_sd(values[:onset]) > 3 * got
+    expected = np.r_[np.full(2000, 10.0), np.full(2000, 100.0)]
+    noise = rng.normal(0, 1, 4000) * np.sqrt(expected)  # sd 3.16, then 10
+    clean = expected + noise
+    assert robust_unit(clean, expected, 10) == pytest.approx(np.sqrt(10), rel=0.06)
+    assert robust_unit(clean, expected, 3000) == pytest.approx(10, rel=0.06)
+    # the seasonal swing is not noise: a series that only moves with its mean has no spread
+    assert robust_unit(expected, expected, 10) == pytest.approx(np.sqrt(10))  # the fallback
 
 
-def test_series_robust_sd_falls_back_to_the_whole_series_without_a_day_of_history():
-    rng = np.random.default_rng(1)
-    values = rng.normal(0.0, 1.0, size=4 * PER_DAY)
-    values[PER_DAY:] *= 5.0
-    spikes = [Spike(MIN_TRAILING - 10, 2, 4.0), Spike(2 * PER_DAY, 1, 4.0)]
-    values[2 * PER_DAY] = 1e6
-    clean = ~spike_mask(len(values), spikes)
-    assert series_robust_sd(values, spikes, MIN_TRAILING - 10) == pytest.approx(
-        _mad_sd(values[clean])
-    )
-
-
-def _series_sd_from(values: np.ndarray, spikes: list[Spike], onset: int) -> float:
-    """An independent re-computation from a spike-free copy of the series."""
-    clean = ~spike_mask(len(values), spikes)
-    idx = np.arange(max(0, onset - TRAILING), onset)
-    idx = idx[clean[idx]]
-    return _mad_sd(values[idx]) if len(idx) >= MIN_TRAILING else _mad_sd(values[clean])
-
-
-def test_continuous_spikes_are_injected_in_series_robust_sd():
-    noise = continuous_series(np.random.default_rng(7), weeks=2, heavy=False, name="g")
-    series = continuous_series(
-        np.random.default_rng(7), weeks=2, heavy=False, name="g", unit="series"
-    )
-    # Same rng stream: same base series and spike layout, only the spike heights differ.
-    assert [(s.onset, s.duration, s.size_sd) for s in noise.spikes] == [
-        (s.onset, s.duration, s.size_sd) for s in series.spikes
-    ]
-    mask = spike_mask(len(series.values), series.spikes)
-    np.testing.assert_array_equal(noise.values[~mask], series.values[~mask])
-    base = noise.values.copy()
-    for s in noise.spikes:
-        assert s.unit_sd == 1.0
-        base[s.onset : s.onset + s.duration] -= s.size_sd
+def test_count_spikes_have_their_size_in_robust_sd_at_the_peak():
+    series = count_series(np.random.default_rng(3), weeks=1, base=10.0, name="c")
+    assert len(series.spikes) == 3
     for s in series.spikes:
-        unit = _series_sd_from(base, series.spikes, s.onset)
-        assert s.unit_sd == pytest.approx(unit)
-        assert unit > 1.5  # the seasonal swing is part of the series' sd
-        excess = (
-            series.values[s.onset : s.onset + s.duration] - base[s.onset : s.onset + s.duration]
-        )
-        np.testing.assert_allclose(excess, s.size_sd * unit)
+        peak = s.excess[s.rise - 1]
+        assert peak == math.ceil(s.size_sd * s.unit_sd - 1e-9)
+        assert s.unit_sd == pytest.approx(np.sqrt(series.noise_sd[s.onset] ** 2), rel=0.5)
+    spikes = np.zeros(len(series.values))
+    for s in series.spikes:
+        spikes[s.onset : s.end] += s.excess
+    assert (series.values - spikes >= 0).all()
 
 
-def test_count_spikes_are_injected_in_series_robust_sd():
-    noise = count_series(np.random.default_rng(3), weeks=2, base=10.0, name="c")
-    series = count_series(np.random.default_rng(3), weeks=2, base=10.0, name="c", unit="series")
-    mask = spike_mask(len(series.values), series.spikes)
-    np.testing.assert_array_equal(noise.values[~mask], series.values[~mask])
-    for a, b in zip(noise.spikes, series.spikes, strict=True):
-        unit = _series_sd_from(series.values, series.spikes, b.onset)
-        assert b.unit_sd == pytest.approx(unit)
-        diff = (
-            series.values[b.onset : b.onset + b.duration]
-            - noise.values[a.onset : a.onset + a.duration]
-        )
-        np.testing.assert_array_equal(
-            diff, math.ceil(b.size_sd * b.unit_sd) - math.ceil(a.size_sd * a.unit_sd)
-        )
+def test_continuous_noise_has_a_robust_sd_of_one():
+    for heavy in (False, True):
+        series = continuous_series(np.random.default_rng(4), weeks=2, heavy=heavy, name="x")
+        units = [s.unit_sd for s in series.spikes]
+        assert np.median(units) == pytest.approx(1.0, abs=0.06)
+        assert series.law == ("t5" if heavy else "gauss")
 
 
-def test_unknown_unit_is_refused():
-    with pytest.raises(ValueError):
-        count_series(np.random.default_rng(0), weeks=1, base=3.0, name="c", unit="bogus")
+def test_copies_and_retweets_count_as_one_story():
+    rng = np.random.default_rng(5)
+    text = "Oil major cuts its dividend as crude slides below $60 https://t.co/abcdEFG"
+    copies = [copy_of(text, rng) for _ in range(40)]
+    assert len(set(copies)) > 20  # the copies differ as texts ...
+    assert len(set(story_ids([text, *copies]))) == 1  # ... and are one story
+
+
+def labelled(n: int, spikes: list[Spike], shifts=()) -> LabelledSeries:
+    return LabelledSeries(
+        "x", "gauss", np.zeros(n), np.zeros(n), np.ones(n), spikes, list(shifts), []
+    )
+
+
+def test_episodes_merge_short_gaps():
+    alert = np.zeros(30, dtype=bool)
+    alert[[3, 4, 6, 10, 20, 21]] = True
+    assert episodes(alert) == [(3, 7), (10, 11), (20, 22)]
+    assert episodes(alert, gap=3) == [(3, 11), (20, 22)]
+
+
+def test_a_spike_is_found_within_two_windows_and_other_episodes_are_false():
+    spikes = [Spike(100, 4.0, 1, 1.0, 1.0, np.ones(4)), Spike(300, 5.0, 3, 2.0, 1.0, np.ones(6))]
+    alert = np.zeros(2016, dtype=bool)
+    alert[102:104] = True  # the first spike, two windows late: found, delay 2
+    alert[303:305] = True  # the second spike, three windows late: missed, but not false
+    alert[500:502] = True  # false
+    alert[1000] = True  # just after a level shift: neither
+    result = evaluate(labelled(2016, spikes, shifts=[990]), alert)
+    assert [delay for _, _, delay, _ in result.found] == [2, None]
+    assert (result.true_episodes, result.false_episodes) == (2, 1)
+    row = summarise([result]).set_index("family").loc["gauss"]
+    assert (row["recall"], row["recall_d1"], row["false_per_key_week"]) == (0.5, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "score",
+    [
+        baselines.rolling_z_score,
+        baselines.skyline_score,
+        baselines.seasonal_esd_score,
+        baselines.oracle_score,
+    ],
+)
+def test_baselines_use_only_earlier_windows(score):
+    series = count_series(np.random.default_rng(6), weeks=1, base=10.0, name="c")
+    cut = 4 * PER_DAY
+    first = score(series)
+    changed = LabelledSeries(**{**series.__dict__, "values": series.values.copy()})
+    changed.values[cut:] = 500.0  # a huge surge from here on
+    second = score(changed)
+    np.testing.assert_allclose(first[:cut], second[:cut])
+    assert second[cut] > first[cut] and np.isfinite(second).all()
+
+
+def test_baselines_fire_on_a_big_spike():
+    rng = np.random.default_rng(7)
+    n = 3 * PER_DAY
+    expected = np.full(n, 50.0)
+    values = expected + rng.normal(0, 1, n)
+    values[2 * PER_DAY + 10 : 2 * PER_DAY + 13] += 20.0
+    series = LabelledSeries("g", "gauss", values, expected, np.ones(n), [], [], [], law="gauss")
+    at = 2 * PER_DAY + 12
+    assert baselines.rolling_z_score(series)[at] > 3
+    assert baselines.skyline_score(series)[at] >= 5 / 7
+    assert baselines.oracle_score(series)[at] > 10
+    assert baselines.seasonal_esd_score(series)[at] > 1
+    assert isinstance(pd.Series(baselines.skyline_score(series)).max(), float)

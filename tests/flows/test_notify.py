@@ -97,6 +97,8 @@ def test_severity_floor_and_digest_per_channel(webhook):
         by_path.setdefault(r["path"], []).append(r["payload"])
     assert len(by_path["/all"]) == 1 and len(by_path["/all"][0]["alerts"]) == 4  # one digest
     assert by_path["/all"][0]["schema"] == "yuqing.alert-digest/v1"
+    assert "The worst of them" in by_path["/all"][0]["message"]  # it keeps its explanation
+    assert "Refinery fire sends crude lower" in by_path["/all"][0]["message"]
     assert [p["alert_id"] for p in by_path["/pager"]] == [alerts[2]["alert_id"]]
 
 
