@@ -409,7 +409,7 @@ def monitor() -> dict:
     log = _logger()
     run_id = str(flow_run.id or f"local-{time.time_ns()}")
     summary = RunSummary(run_id=run_id, db=str(settings.db))
-    con = connect(settings.db, lock_timeout_s=60)
+    con = connect(settings.db, lock_timeout_s=settings.db_lock_timeout_s)
     reader = None
     try:
         classifier = RunModel(settings)  # the weights load when a batch needs them

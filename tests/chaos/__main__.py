@@ -16,7 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-SCENARIOS = ("crash", "bad-input", "broker-outage", "notifier-outage", "analysts", "disk-full")
+SCENARIOS = (
+    "crash",
+    "bad-input",
+    "broker-outage",
+    "notifier-outage",
+    "analysts",
+    "disk-full",
+    "db-unwritable",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 env, queries=args.queries, cli_queries=args.cli_queries
             ),
             "disk-full": lambda: scenarios.disk_full(env),
+            "db-unwritable": lambda: scenarios.db_unwritable(env),
         }
         for name in names:
             started = time.monotonic()

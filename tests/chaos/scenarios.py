@@ -9,7 +9,10 @@ redeliveries).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import json
+import os
 import random
 import resource
 import signal
@@ -642,5 +645,131 @@ def disk_full(env: ChaosEnv, *, first: int = 500, second: int = 2_000) -> Outcom
     outcome.check(not leftovers, "no temporary replica files left")
     runs, errors = runs_until_caught_up(env, run_env)
     outcome.check(not errors, "the next run recovers: " + "; ".join(errors))
+    check_exactly_once(outcome, db, ids=ids)
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# 7. DB unwritable: the file read-only, its folder read-only, the file held by another process.
+# --------------------------------------------------------------------------------------------
+
+UNWRITABLE = ("read-only file", "read-only folder", "held by another writer", "held by a reader")
+_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE = 24, 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+HOLDER = (
+    "import sys, time, duckdb; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
+    "print('holding', flush=True); time.sleep(3600)"
+)
+
+
+def permissions_bind() -> None:
+    """In a child before exec: as root, drop CAP_DAC_OVERRIDE so file modes bind, as for any
+    other user (root ignores them otherwise); for other users this changes nothing."""
+    if os.geteuid() == 0:
+        _LIBC.prctl(_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE, 0, 0, 0)
+
+
+def permissions_enforced(folder: Path) -> bool:
+    """Whether a child started with permissions_bind() is refused a write to a 0444 file."""
+    probe = folder / ".permission-probe"
+    probe.write_text("")
+    probe.chmod(0o444)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", f"open({str(probe)!r}, 'a')"],
+            preexec_fn=permissions_bind,
+            capture_output=True,
+        )
+        return done.returncode != 0
+    finally:
+        probe.chmod(0o644)
+        probe.unlink()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def db_unwritable(
+    env: ChaosEnv, *, first: int = 300, per_case: int = 500, cases: tuple[str, ...] = UNWRITABLE
+) -> Outcome:
+    """One database, one fault after another: each run under a fault must fail with one line
+    and change nothing; the next run (fault lifted) stores what it missed, exactly once."""
+    topic = unique_topic("unwritable")
+    folder = env.workdir / topic
+    folder.mkdir(parents=True)
+    db = folder / "yuqing.duckdb"
+    rng = random.Random(7)
+    ids: list[str] = []
+    run_env = env.yuqing_env(topic=topic, db=db, read_batch_size=200, db_lock_timeout_s=2)
+
+    def produce_more(count: int) -> None:
+        new = [f"uw-{len(ids) + k}" for k in range(count)]
+        produce_raw(
+            env.bootstrap, topic, [news_value(i, headline(rng, n)) for n, i in enumerate(new)]
+        )
+        ids.extend(new)
+
+    outcome = Outcome("db-unwritable", {"messages sent": 0})
+    produce_more(first)
+    summary, error = env.run_flow(run_env)
+    outcome.check(summary is not None, f"a first run fills the database: {error}")
+    enforced = permissions_enforced(folder)
+    for case in cases:
+        if case.startswith("read-only") and not enforced:
+            outcome.figures[case] = (
+                "skipped: file modes do not bind here (root without CAP_SETPCAP)"
+            )
+            continue
+        produce_more(per_case)
+        before, digest = audit(db), _digest(db)
+        holder = None
+        if case == "read-only file":
+            db.chmod(0o444)
+        elif case == "read-only folder":
+            folder.chmod(0o555)
+        else:
+            mode = "rw" if case == "held by another writer" else "ro"
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLDER, str(db), mode], stdout=subprocess.PIPE, text=True
+            )
+            holder.stdout.readline()
+        started = time.monotonic()
+        try:
+            failed = env.yuqing("run", env=run_env, preexec_fn=permissions_bind)
+        finally:
+            db.chmod(0o644)
+            folder.chmod(0o755)
+            if holder is not None:
+                holder.kill()
+                holder.wait()
+                holder.stdout.close()
+        seconds = time.monotonic() - started
+        message = last_line(failed.stderr)
+        after = audit(db)
+        leftovers = [p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".wal"))]
+        unchanged = _digest(db) == digest
+        shown = message.replace(str(folder), "…")
+        outcome.figures[case] = f"exit {failed.returncode} in {seconds:.0f}s: {shown[:160]}"
+        outcome.check(failed.returncode == 1, f"{case}: the run fails (exit {failed.returncode})")
+        outcome.check(
+            message.startswith("yuqing run: run failed:") and "Traceback" not in failed.stderr,
+            f"{case}: one clear line ({message!r})",
+        )
+        outcome.check(
+            (after.news_count, after.dead_count, after.offsets_total)
+            == (before.news_count, before.dead_count, before.offsets_total)
+            and unchanged,
+            f"{case}: nothing stored, the file unchanged",
+        )
+        outcome.check(not leftovers, f"{case}: no temporary or WAL file left ({leftovers})")
+        runs, errors = runs_until_caught_up(env, run_env)
+        recovered = audit(db)
+        outcome.figures[f"{case}: next run"] = (
+            f"{errors[0] if errors else 'ok'}; stored {recovered.news_count - after.news_count} "
+            f"more in {runs} run(s)"
+        )
+        outcome.check(not errors, f"{case}: the next run recovers: " + "; ".join(errors))
+    outcome.figures["messages sent"] = len(ids)
     check_exactly_once(outcome, db, ids=ids)
     return outcome
