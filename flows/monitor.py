@@ -236,6 +236,7 @@ def store(
         topic=settings.topic,
         next_offsets=next_offsets,
         run_id=run_id,
+        before_commit=lambda: fault_point("commit"),
     )
 
 
@@ -425,17 +426,17 @@ def monitor() -> dict:
         stored = load_offsets(con, consumer=settings.consumer_name, topic=settings.topic)
         reader = open_reader(settings, stored)
         while not reader.done:
+            fault_point("read")
             records = read_batch(reader, settings.read_batch_size)
             if not records:
                 break
-            fault_point("read")
             parsed = parse_records(
                 records, topic=settings.topic, max_text_chars=settings.max_text_chars, con=con
             )
             fault_point("inference")
             scored = classify(classifier, parsed.fresh)
             scored = with_story_ids(scored, stories)
-            fault_point("commit")
+            fault_point("insert")
             result = store(con, scored, parsed.dead, settings, dict(reader.positions), run_id)
             publish_analyst_replica(con, settings)
             summary.messages_read += len(records)

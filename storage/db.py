@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,11 +97,18 @@ def connect(
 
 
 @contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Run a block in one transaction: all of it is committed, or none of it."""
+def transaction(
+    con: duckdb.DuckDBPyConnection, *, before_commit: Callable[[], None] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run a block in one transaction: all of it is committed, or none of it.
+
+    ``before_commit`` runs after the block and right before ``COMMIT`` (the crash tests kill
+    the process there, or a moment later, inside the commit)."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
+        if before_commit is not None:
+            before_commit()
     except BaseException:
         con.execute("ROLLBACK")
         raise
