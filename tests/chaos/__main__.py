@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--good", type=int, default=2_000, help="bad-input: good messages")
     parser.add_argument("--huge", type=int, default=3, help="bad-input: 5 MB texts")
     parser.add_argument("--queries", type=int, default=1_000, help="analysts: queries in all")
-    parser.add_argument("--cli-queries", type=int, default=100, help="analysts: via yuqing sql")
+    parser.add_argument("--cli-queries", type=int, default=500, help="analysts: via yuqing sql")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)

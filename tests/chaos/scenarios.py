@@ -506,7 +506,7 @@ CONSISTENCY_SQL = (
 NOTEBOOK = textwrap.dedent(
     """
     import sys, time, duckdb
-    path, queries, sql = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    path, queries, sql, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
     errors = inconsistent = 0
     states = set()
     for _ in range(queries):
@@ -519,15 +519,22 @@ NOTEBOOK = textwrap.dedent(
         except duckdb.Error as e:
             errors += 1
             print("ERROR", " ".join(str(e).split()), file=sys.stderr)
-        time.sleep(0.01)
+        time.sleep(pause)
     print(errors, inconsistent, len(states))
     """
 )
 
 
 def analysts(
-    env: ChaosEnv, *, queries: int = 1_000, cli_queries: int = 100, per_second: int = 100
+    env: ChaosEnv,
+    *,
+    queries: int = 1_000,
+    cli_queries: int = 500,
+    per_second: int = 100,
+    spread_s: float = 240.0,
 ) -> Outcome:
+    """The notebook spreads its queries over about ``spread_s`` seconds (the yuqing sql
+    queries run back to back meanwhile), so both see the runs' writes land."""
     from storage.replica import replica_path_for
 
     topic = unique_topic("analysts")
@@ -563,7 +570,15 @@ def analysts(
         time.sleep(0.5)
     started = time.monotonic()
     notebook = subprocess.Popen(
-        [sys.executable, "-c", NOTEBOOK, str(replica), str(queries - cli_queries), CONSISTENCY_SQL],
+        [
+            sys.executable,
+            "-c",
+            NOTEBOOK,
+            str(replica),
+            str(queries - cli_queries),
+            CONSISTENCY_SQL,
+            str(max(0.01, spread_s / max(1, queries - cli_queries))),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -599,6 +614,8 @@ def analysts(
     outcome.check(not cli_errors, "yuqing sql without error: " + "; ".join(cli_errors[:3]))
     outcome.check(nb_inconsistent + cli_inconsistent == 0, "every query sees one committed state")
     outcome.check(nb_states >= 2, "the analysts really saw the data move")
+    if cli_queries >= 20:
+        outcome.check(len(cli_states) >= 2, "yuqing sql saw the data move too")
     outcome.check(runs["failed"] == 0, "no run failed")
     runs_until_caught_up(env, run_env)
     check_exactly_once(outcome, db, ids=sent)
