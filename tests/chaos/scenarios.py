@@ -16,6 +16,7 @@ import os
 import random
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -146,7 +147,7 @@ def crash(
     )
     producer.start()
     run_env = env.yuqing_env(topic=topic, db=db, read_batch_size=batch)
-    killed, finished, errors, attempts = Counter(), 0, [], 0
+    killed, finished, errors, attempts, attempt_seconds = Counter(), 0, [], 0, []
     started = time.monotonic()
     while sum(killed.values()) < kills and attempts < kills * 3:
         phase = phases[attempts % len(phases)]
@@ -156,6 +157,7 @@ def crash(
             hit = rng.randint(1, 3)
             delay_ms = rng.uniform(0, KILL_DELAY_MS.get(phase, 0.0))
             this_env["YUQING_FAULT_POINT"] = f"{phase}:{hit}:{delay_ms:.1f}"
+        attempt_started = time.monotonic()
         process = env.popen("run", env=this_env)
         watcher = LineWatcher(process, "reading")
         if phase == "random" and watcher.seen.wait(timeout=300):
@@ -164,6 +166,7 @@ def crash(
                 process.send_signal(signal.SIGKILL)
         code = wait_for_lock_release(process, timeout=900)
         process.stdout.close()
+        attempt_seconds.append(time.monotonic() - attempt_started)
         if code == -signal.SIGKILL:
             killed[phase] += 1
         elif code == 0:
@@ -172,12 +175,21 @@ def crash(
             errors.append(last_line(watcher.text()))
         log(f"crash: attempt {attempts} ({phase}) exit {code}; kills so far {sum(killed.values())}")
     producer.join()
+    before_catch_up = audit(db) if db.exists() else None
     catch_up_runs, catch_up_errors = runs_until_caught_up(env, run_env)
     errors += catch_up_errors
     outcome.figures |= {
         "kills": sum(killed.values()),
         "kills by phase": ", ".join(f"{p} {killed[p]}" for p in KILL_PHASES),
         "runs that finished before their kill": finished,
+        "stored by the killed runs": (
+            before_catch_up.news_count + before_catch_up.dead_count if before_catch_up else 0
+        ),
+        "attempt, process start to exit (median / max)": (
+            f"{statistics.median(attempt_seconds):.1f}s / {max(attempt_seconds):.1f}s"
+            if attempt_seconds
+            else "n/a"
+        ),
         "clean runs to catch up": catch_up_runs,
         "errors": len(errors),
         "wall time": f"{time.monotonic() - started:.0f}s",
@@ -404,7 +416,7 @@ def broker_outage(
                 found.news_count + found.dead_count == found.offsets_total,
                 f"{moment}: nothing half-done",
             )
-        outcome.figures[moment] = f"exit {code} in {seconds:.0f}s: {message[:90]}"
+        outcome.figures[moment] = f"exit {code} in {seconds:.0f}s: {message[:240]}"
     outcome.figures["stored before catch-up"] = (
         audit(db).news_count + audit(db).dead_count if db.exists() else 0
     )
@@ -498,31 +510,45 @@ def notifier_outage(env: ChaosEnv) -> Outcome:
 # 5. Analysts during writes: queries on the replica while runs write continuously.
 # --------------------------------------------------------------------------------------------
 
+# Each analyst query checks one committed state (rows == offsets) and measures freshness: how
+# old the newest row it can see is (the stream never pauses, so that is the analysts' lag).
 CONSISTENCY_SQL = (
     "SELECT (SELECT count(*) FROM news) + (SELECT count(*) FROM dead_letters) AS stored, "
-    "(SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets) AS offsets"
+    "(SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets) AS offsets, "
+    "epoch(now()) - epoch((SELECT max(ingested_at) FROM news)) AS age_s"
 )
 
 NOTEBOOK = textwrap.dedent(
     """
-    import sys, time, duckdb
+    import json, sys, time, duckdb
     path, queries, sql, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
     errors = inconsistent = 0
-    states = set()
+    states, ages = set(), []
     for _ in range(queries):
         try:
             con = duckdb.connect(path, read_only=True)
-            stored, offsets = con.execute(sql).fetchone()
+            stored, offsets, age_s = con.execute(sql).fetchone()
             con.close()
             inconsistent += stored != offsets
             states.add(stored)
+            ages.append(age_s)
         except duckdb.Error as e:
             errors += 1
             print("ERROR", " ".join(str(e).split()), file=sys.stderr)
         time.sleep(pause)
-    print(errors, inconsistent, len(states))
+    print(json.dumps({"errors": errors, "inconsistent": inconsistent, "states": len(states),
+                      "ages": ages}))
     """
 )
+
+
+def _spread(values: list[float]) -> str:
+    """'median / p95 / max' of some seconds."""
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return f"{statistics.median(ordered):.1f}s / {p95:.1f}s / {ordered[-1]:.1f}s"
 
 
 def analysts(
@@ -531,10 +557,13 @@ def analysts(
     queries: int = 1_000,
     cli_queries: int = 500,
     per_second: int = 100,
-    spread_s: float = 240.0,
+    spread_s: float | None = None,
 ) -> Outcome:
-    """The notebook spreads its queries over about ``spread_s`` seconds (the yuqing sql
-    queries run back to back meanwhile), so both see the runs' writes land."""
+    """The notebook spreads its queries over about ``spread_s`` seconds (default: about as
+    long as the yuqing sql queries, which run back to back meanwhile), so both paths see the
+    runs' writes land."""
+    if spread_s is None:
+        spread_s = max(15.0, 1.0 * cli_queries)
     from storage.replica import replica_path_for
 
     topic = unique_topic("analysts")
@@ -583,7 +612,7 @@ def analysts(
         stderr=subprocess.PIPE,
         text=True,
     )
-    cli_errors, cli_inconsistent, cli_states = [], 0, set()
+    cli_errors, cli_inconsistent, cli_states, cli_ages = [], 0, set(), []
     for _ in range(cli_queries):
         done = env.yuqing("sql", "--db", str(db), "--format", "json", CONSISTENCY_SQL, env=run_env)
         if done.returncode != 0:
@@ -592,12 +621,18 @@ def analysts(
         row = json.loads(done.stdout)[0]
         cli_inconsistent += row["stored"] != row["offsets"]
         cli_states.add(row["stored"])
+        cli_ages.append(row["age_s"])
     out, err = notebook.communicate(timeout=900)
     query_seconds = time.monotonic() - started
     stop.set()
     producer.join()
     writer.join()
-    nb_errors, nb_inconsistent, nb_states = map(int, out.split())
+    report = json.loads(out.strip().splitlines()[-1])
+    nb_errors, nb_inconsistent, nb_states = (
+        report["errors"],
+        report["inconsistent"],
+        report["states"],
+    )
     outcome = Outcome(
         "analysts",
         {
@@ -605,6 +640,7 @@ def analysts(
             "errors": nb_errors + len(cli_errors),
             "inconsistent snapshots": nb_inconsistent + cli_inconsistent,
             "distinct states seen (notebook / sql)": f"{nb_states} / {len(cli_states)}",
+            "newest row seen, age (median / p95 / max)": _spread(report["ages"] + cli_ages),
             "runs during the queries (ok / failed)": f"{runs['ok']} / {runs['failed']}",
             "query phase": f"{query_seconds:.0f}s",
             "messages sent": len(sent),
@@ -658,7 +694,7 @@ def disk_full(env: ChaosEnv, *, first: int = 500, second: int = 2_000) -> Outcom
     leftovers = list(db.parent.glob(f".{replica.name}.*.tmp"))
     outcome.figures |= {
         "stored before": before.news_count,
-        "full run": f"exit {full.returncode}: {message[:100]}",
+        "full run": f"exit {full.returncode}: {message[:240]}",
         "stored after the failed run": after.news_count,
         "temporary files left": len(leftovers),
     }
@@ -779,7 +815,7 @@ def db_unwritable(
         leftovers = [p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".wal"))]
         unchanged = _digest(db) == digest
         shown = message.replace(str(folder), "…")
-        outcome.figures[case] = f"exit {failed.returncode} in {seconds:.0f}s: {shown[:160]}"
+        outcome.figures[case] = f"exit {failed.returncode} in {seconds:.0f}s: {shown[:300]}"
         outcome.check(failed.returncode == 1, f"{case}: the run fails (exit {failed.returncode})")
         outcome.check(
             message.startswith("yuqing run: run failed:") and "Traceback" not in failed.stderr,
