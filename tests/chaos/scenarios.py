@@ -142,19 +142,35 @@ def crash(
             values.append(news_value(message_id, headline(rng, i)))
     # The stream keeps flowing while the monitor is being killed.
     produce_raw(env.bootstrap, topic, values[: batch * 4])
+    handed = [batch * 4]  # values handed to the producer; acknowledged within 2,000 (its chunk)
+
+    def rest():
+        for n, value in enumerate(values[batch * 4 :], start=batch * 4 + 1):
+            yield value
+            handed[0] = n
+
     producer = threading.Thread(
-        target=produce_raw, args=(env.bootstrap, topic, values[batch * 4 :]), daemon=True
+        target=produce_raw, args=(env.bootstrap, topic, rest()), daemon=True
     )
     producer.start()
     run_env = env.yuqing_env(topic=topic, db=db, read_batch_size=batch)
     killed, finished, errors, attempts, attempt_seconds = Counter(), 0, [], 0, []
+    killed_at: list[int] = []  # messages stored (offsets) right after each kill
     started = time.monotonic()
     while sum(killed.values()) < kills and attempts < kills * 3:
         phase = phases[attempts % len(phases)]
         attempts += 1
         this_env = dict(run_env)
         if phase != "random":
-            hit = rng.randint(1, 3)
+            # Spread the kills over the whole stream: the remaining kills share what is left,
+            # and a kill never waits for a batch that has not been produced yet.
+            stored = _stored_offsets(db)
+            per_kill = max(0, messages - stored) / batch / max(1, kills - sum(killed.values()))
+            available = messages if not producer.is_alive() else max(batch * 4, handed[0] - 2000)
+            hit = min(
+                rng.randint(1, max(1, round(2 * per_kill))),
+                max(1, (available - stored) // batch),
+            )
             delay_ms = rng.uniform(0, KILL_DELAY_MS.get(phase, 0.0))
             this_env["YUQING_FAULT_POINT"] = f"{phase}:{hit}:{delay_ms:.1f}"
         attempt_started = time.monotonic()
@@ -169,6 +185,7 @@ def crash(
         attempt_seconds.append(time.monotonic() - attempt_started)
         if code == -signal.SIGKILL:
             killed[phase] += 1
+            killed_at.append(_stored_offsets(db))
         elif code == 0:
             finished += 1
         else:
@@ -182,6 +199,11 @@ def crash(
         "kills": sum(killed.values()),
         "kills by phase": ", ".join(f"{p} {killed[p]}" for p in KILL_PHASES),
         "runs that finished before their kill": finished,
+        "stored when killed (first / median / last)": (
+            f"{killed_at[0]} / {int(statistics.median(killed_at))} / {killed_at[-1]}"
+            if killed_at
+            else "n/a"
+        ),
         "stored by the killed runs": (
             before_catch_up.news_count + before_catch_up.dead_count if before_catch_up else 0
         ),
@@ -201,6 +223,19 @@ def crash(
     outcome.figures["replica rows after the last run"] = replica_rows
     outcome.check(replica_rows == outcome.figures["scored"], "replica up to date after a run")
     return outcome
+
+
+def _stored_offsets(db: Path) -> int:
+    """Messages the database has accounted for (the sum of stored next offsets); no writer runs."""
+    if not db.exists():
+        return 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return int(
+            con.execute("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets").fetchone()[0]
+        )
+    finally:
+        con.close()
 
 
 def _replica_count(env: ChaosEnv, db: Path) -> int:
