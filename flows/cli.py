@@ -71,6 +71,11 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     # kafka-python logs every refused connection at ERROR; yuqing reports the outcome itself.
     logging.getLogger("kafka").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    # Prefect's background senders (loggers named after their classes) note at exit that they
+    # are still draining ("Still processing items: 1 items remaining..."): after a run that
+    # failed fast, that line came after yuqing's one-line error. Their real errors still show.
+    for worker in ("EventsWorker", "APILogWorker"):
+        logging.getLogger(worker).setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 def _settings(**overrides):
