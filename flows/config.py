@@ -113,6 +113,9 @@ class Settings(BaseSettings):
 
     # Storage and model
     db: Path = Field(Path("yuqing.duckdb"), description="DuckDB file")
+    db_lock_timeout_s: float = Field(
+        60.0, ge=0, description="how long a run waits while another process holds the DuckDB file"
+    )
     replica_path: Path | None = Field(
         None, description="analysts' read replica; default: <db stem>.analyst.duckdb beside db"
     )

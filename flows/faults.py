@@ -6,8 +6,11 @@ milliseconds (default 0). With a delay the kill comes from a timer thread while 
 on, so it lands somewhere inside the work that follows the phase (the DuckDB insert and
 commit, the checkpoint and replica copy), not at a tidy boundary.
 
-Phases: ``read`` (a batch was read from Kafka, nothing stored yet), ``inference`` (the model
-is about to score a batch), ``commit`` (the batch's transaction is about to run),
+Phases: ``read`` (the next batch is about to be read from Kafka; with a delay the kill lands
+while it is fetched, or just after, before anything is stored), ``inference`` (the model
+is about to score a batch), ``insert`` (the store task, its inserts and commit, is about to
+run), ``commit`` (inside the batch's transaction, every row inserted, right before
+``COMMIT``; with a delay of a millisecond or two the kill lands inside the commit itself),
 ``checkpoint`` (the replica publish, checkpoint and file copy, is about to run) and
 ``replace`` (the replica copy is written, its rename is next).
 """
@@ -19,7 +22,7 @@ import signal
 import threading
 import time
 
-PHASES = ("read", "inference", "commit", "checkpoint", "replace")
+PHASES = ("read", "inference", "insert", "commit", "checkpoint", "replace")
 _hits: dict[str, int] = {}
 
 

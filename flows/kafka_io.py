@@ -8,10 +8,13 @@ join. A run reads up to the end offsets it saw when it started, then stops.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -37,21 +40,84 @@ def _describe(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+# kafka-python retries a failing bootstrap until its timeout and then raises only "Unable to
+# bootstrap"; why each connection failed (refused, a certificate the CA does not vouch for, a
+# SASL mechanism the broker does not offer) it only logs, on this logger, in this form.
+_BOOTSTRAP_LOGGER = "kafka.net.manager"
+_BOOTSTRAP_FAILED = re.compile(
+    r"^Bootstrap (?:connection|attempt) to \S+ failed: (?P<reason>.*?)(?: \(backoff [\d.]+ secs\))?$"
+)
+_capture_lock = threading.Lock()
+_captures = 0  # captures in progress (threads may connect at the same time)
+_saved_level = logging.NOTSET  # the logger's own level before the first capture
+_configured_level = logging.WARNING  # its effective level then: what it logs, as configured
+
+
+class _BootstrapReason(logging.Filter):
+    """Remembers the last bootstrap failure kafka-python logs; lets through only what the
+    logger's configured level would have let through anyway."""
+
+    def __init__(self, passes_at: int) -> None:
+        super().__init__()
+        self.passes_at = passes_at
+        self.reason: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _BOOTSTRAP_FAILED.match(record.getMessage())
+        if match:
+            self.reason = " ".join(match["reason"].split())
+        return record.levelno >= self.passes_at
+
+
+@contextlib.contextmanager
+def _bootstrap_reasons() -> Iterator[_BootstrapReason]:
+    """Capture why kafka-python's bootstrap connections fail, without changing what is logged."""
+    global _captures, _saved_level, _configured_level
+    log = logging.getLogger(_BOOTSTRAP_LOGGER)
+    with _capture_lock:
+        if _captures == 0:
+            _saved_level, _configured_level = log.level, log.getEffectiveLevel()
+        _captures += 1
+        capture = _BootstrapReason(_configured_level)
+        log.addFilter(capture)
+        log.setLevel(min(_configured_level, logging.WARNING))
+    try:
+        yield capture
+    finally:
+        with _capture_lock:
+            log.removeFilter(capture)
+            _captures -= 1
+            if _captures == 0:
+                log.setLevel(_saved_level)
+
+
+def _hint(reason: str) -> str:
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return "; check YUQING_KAFKA_SSL_CAFILE"
+    if "SaslMechanism" in reason or "SaslAuthentication" in reason:
+        return "; check YUQING_KAFKA_SASL_MECHANISM and the credentials"
+    return ""
+
+
 def connect_with_retries(
     factory, *, what: str, bootstrap: str, attempts: int, delay_s: float = 2.0
 ):
     """Call ``factory()`` up to ``attempts`` times while the broker is unreachable."""
     for attempt in range(1, attempts + 1):
-        try:
-            return factory()
-        except (KafkaError, OSError) as e:
-            if attempt == attempts:
-                raise KafkaUnavailable(
-                    f"cannot reach Kafka at {bootstrap} for {what} after {attempts} attempts: "
-                    f"{_describe(e)}"
-                ) from e
-            logger.warning("Kafka at %s unreachable (%s); retrying", bootstrap, _describe(e))
-            time.sleep(delay_s * attempt)
+        with _bootstrap_reasons() as seen:
+            try:
+                return factory()
+            except (KafkaError, OSError) as e:
+                error = e
+        reason = _describe(error)
+        if seen.reason and seen.reason not in reason:
+            reason = f"{reason} (last connection error: {seen.reason}{_hint(seen.reason)})"
+        if attempt == attempts:
+            raise KafkaUnavailable(
+                f"cannot reach Kafka at {bootstrap} for {what} after {attempts} attempts: {reason}"
+            ) from error
+        logger.warning("Kafka at %s unreachable (%s); retrying", bootstrap, reason)
+        time.sleep(delay_s * attempt)
 
 
 class TopicReader:

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -27,13 +28,16 @@ from flows.kafka_io import RawRecord, TopicReader
 from flows.messages import BadMessage, parse_message
 from flows.notify import Notifier
 from flows.stories import StoryIndex
-from nlp.engine import Engine, EngineConfig
+from nlp.manifest import read_model_config
 from storage import alerts as alert_store
 from storage.db import connect
 from storage.queries import sentiment_mix
 from storage.registry import register_model
 from storage.replica import publish_replica
 from storage.writer import StoreResult, known_ids, load_offsets, record_run, store_batch
+
+if TYPE_CHECKING:
+    from nlp.engine import Engine
 
 SUMMARY_ARTIFACT_KEY = "yuqing-run-summary"
 MIX_ARTIFACT_KEY = "yuqing-sentiment-mix"
@@ -159,12 +163,52 @@ def read_batch(reader: TopicReader, max_records: int) -> list[RawRecord]:
     return reader.read_batch(max_records)
 
 
+class RunModel:
+    """The run's classifier: its manifest read at once, its weights loaded on first use.
+
+    A wrong ``YUQING_MODEL`` still fails the run at the start (the manifest is checked there),
+    but torch, transformers and the weights are loaded only when a batch has fresh messages to
+    score or an alert needs explaining, so a run with nothing new pays for neither.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.manifest = read_model_config(settings.model)
+        self.model_version: str = self.manifest["model_version"]
+        self._settings = settings
+        self._engine: Engine | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def engine(self) -> Engine:
+        """The inference engine, loaded now if this is its first use."""
+        if self._engine is None:
+            from nlp.engine import Engine, EngineConfig
+
+            started = time.perf_counter()
+            self._engine = Engine.load(
+                self._settings.model,
+                device=self._settings.device,
+                config=EngineConfig(batch_size=self._settings.inference_batch_size),
+            )
+            _logger().info(
+                "model %s loaded in %.1fs", self.model_version, time.perf_counter() - started
+            )
+        return self._engine
+
+    @property
+    def model(self):
+        """The underlying DualHeadClassifier (the alert explanations read it)."""
+        return self.engine().model
+
+
 @task(cache_policy=NO_CACHE)
-def classify(classifier: Engine, fresh: pd.DataFrame) -> pd.DataFrame:
+def classify(classifier: RunModel, fresh: pd.DataFrame) -> pd.DataFrame:
     """Score sentiment and topic for every fresh message in one pass of the model."""
     if fresh.empty:
         return fresh.assign(**{column: None for column in SCORE_COLUMNS})
-    predictions = classifier.predict(classification_input(fresh))
+    predictions = classifier.engine().predict(classification_input(fresh))
     scored = fresh.copy()
     scored["sentiment"] = predictions.sentiment
     scored["sentiment_score"] = predictions.sentiment_score.astype("float64")
@@ -192,6 +236,7 @@ def store(
         topic=settings.topic,
         next_offsets=next_offsets,
         run_id=run_id,
+        before_commit=lambda: fault_point("commit"),
     )
 
 
@@ -213,7 +258,9 @@ def with_story_ids(scored: pd.DataFrame, stories: StoryIndex) -> pd.DataFrame:
 
 
 @task(cache_policy=NO_CACHE)
-def detect(con, settings: Settings, run_id: str, classifier: Engine | None = None) -> pd.DataFrame:
+def detect(
+    con, settings: Settings, run_id: str, classifier: RunModel | None = None
+) -> pd.DataFrame:
     """Advance every key's detector over the new closed windows; raise explained alerts."""
     result = detect_alerts(con, settings=settings, run_id=run_id, classifier=classifier)
     log = _logger()
@@ -363,37 +410,33 @@ def monitor() -> dict:
     log = _logger()
     run_id = str(flow_run.id or f"local-{time.time_ns()}")
     summary = RunSummary(run_id=run_id, db=str(settings.db))
-    con = connect(settings.db, lock_timeout_s=60)
+    con = connect(settings.db, lock_timeout_s=settings.db_lock_timeout_s)
     reader = None
     try:
-        classifier = Engine.load(
-            settings.model,
-            device=settings.device,
-            config=EngineConfig(batch_size=settings.inference_batch_size),
-        )
+        classifier = RunModel(settings)  # the weights load when a batch needs them
         summary.model_version = classifier.model_version
         register_model(
             con,
             model_version=classifier.model_version,
-            base_model=classifier.model.base,
-            trained_at=classifier.model.metadata.get("created_at"),
-            metrics=classifier.model.metadata.get("dev"),
+            base_model=classifier.manifest["base"],
+            trained_at=classifier.manifest.get("created_at"),
+            metrics=classifier.manifest.get("dev"),
         )
         stories = load_story_index(con, settings)
         stored = load_offsets(con, consumer=settings.consumer_name, topic=settings.topic)
         reader = open_reader(settings, stored)
         while not reader.done:
+            fault_point("read")
             records = read_batch(reader, settings.read_batch_size)
             if not records:
                 break
-            fault_point("read")
             parsed = parse_records(
                 records, topic=settings.topic, max_text_chars=settings.max_text_chars, con=con
             )
             fault_point("inference")
             scored = classify(classifier, parsed.fresh)
             scored = with_story_ids(scored, stories)
-            fault_point("commit")
+            fault_point("insert")
             result = store(con, scored, parsed.dead, settings, dict(reader.positions), run_id)
             publish_analyst_replica(con, settings)
             summary.messages_read += len(records)

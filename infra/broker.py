@@ -47,6 +47,9 @@ class EmbeddedBroker:
     port: int = 0
     log_path: Path | None = None
     startup_timeout_s: float = 15.0
+    # Where clients are told to connect (metadata); default: the listener itself. A TLS
+    # terminator in front of the broker sets its own port here.
+    advertised_port: int = 0
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     @property
@@ -63,6 +66,7 @@ class EmbeddedBroker:
         if not self.port:
             self.port = free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
@@ -72,7 +76,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    advertised,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

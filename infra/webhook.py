@@ -1,6 +1,7 @@
 """A local HTTP receiver for webhook alerts, used by the demo and the tests.
 
-It records every POST body (parsed as JSON when possible) and can be told to answer with an
+It records every POST body (parsed as JSON when possible) and its ``Idempotency-Key`` header,
+and can be told to answer with an
 error status to simulate a notifier outage. Point apprise at it with ``json://host:port/path``.
 """
 
@@ -35,7 +36,7 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = receiver.status
                 if status < 300:
-                    receiver._record(self.path, body)
+                    receiver._record(self.path, body, self.headers.get("Idempotency-Key"))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -50,12 +51,14 @@ class WebhookReceiver:
         ).start()
         return self
 
-    def _record(self, path: str, body: bytes) -> None:
+    def _record(self, path: str, body: bytes, idempotency_key: str | None = None) -> None:
         try:
             payload = json.loads(body)
         except ValueError:
             payload = {"raw": body.decode("utf-8", "replace")}
         entry = {"path": path, "payload": payload}
+        if idempotency_key is not None:  # the only header kept: others may carry credentials
+            entry["idempotency_key"] = idempotency_key
         with self._lock:
             self.received.append(entry)
             if self.record_path:

@@ -33,21 +33,22 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from nlp.manifest import (  # noqa: F401 - re-exported
+    FORMAT_VERSION,
+    MODEL_CONFIG_FILE,
+    ModelError,
+    is_model_dir,
+    read_model_config,
+)
 from nlp.text import NORMALIZATIONS, prepare_texts  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
 TASKS = ("sentiment", "topic")
-MODEL_CONFIG_FILE = "yuqing_model.json"
 HEADS_FILE = "heads.safetensors"
 ENCODER_DIR = "encoder"
-FORMAT_VERSION = 1
 PAD_TO_MULTIPLE_OF = 8
-
-
-class ModelError(ValueError):
-    """A model directory that cannot be loaded or written, with a one-line reason."""
 
 
 def resolve_base(base: str) -> str:
@@ -340,38 +341,6 @@ _OWN_FIELDS = frozenset(
         "temperatures",
     }
 )
-_REQUIRED_FIELDS = (
-    "model_version",
-    "base",
-    "max_length",
-    "sentiment_labels",
-    "topic_labels",
-    "temperatures",
-)
-
-
-def is_model_dir(path: str | os.PathLike) -> bool:
-    return (Path(path) / MODEL_CONFIG_FILE).is_file()
-
-
-def read_model_config(model_dir: str | os.PathLike) -> dict:
-    """yuqing_model.json of a model directory, checked; ModelError if this is not a model dir."""
-    model_dir = Path(model_dir)
-    if not is_model_dir(model_dir):
-        raise ModelError(f"{model_dir} is not a yuqing model directory (no {MODEL_CONFIG_FILE})")
-    try:
-        config = json.loads((model_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{model_dir / MODEL_CONFIG_FILE} is unreadable: {e}") from e
-    missing = [field for field in _REQUIRED_FIELDS if field not in config]
-    if missing:
-        raise ModelError(f"{model_dir / MODEL_CONFIG_FILE} lacks {missing}")
-    if config.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ModelError(
-            f"{model_dir} has model format {config['format_version']}; this code reads up to "
-            f"{FORMAT_VERSION}: upgrade yuqing"
-        )
-    return config
 
 
 def _replace_dir(staging: Path, target: Path) -> None:

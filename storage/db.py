@@ -10,8 +10,9 @@ as a ``StorageError`` with a one-line message.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +38,17 @@ def _one_line(error: BaseException) -> str:
 def _is_lock_error(error: duckdb.Error) -> bool:
     text = str(error).lower()
     return "could not set lock" in text or "conflicting lock" in text
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def _lock_holder(error: duckdb.Error) -> str:
+    """'PID 123, /usr/bin/python3' from DuckDB's lock error, or 'another process'."""
+    match = _LOCK_HOLDER.search(str(error))
+    if not match:
+        return "another process"
+    return f"another process (PID {match['pid']}, {match['program']})"
 
 
 def connect(
@@ -69,8 +81,9 @@ def connect(
                 continue
             if _is_lock_error(e):
                 raise DatabaseLockedError(
-                    f"{path} is locked by another process (a running 'yuqing run'?); "
-                    "retry when it finishes"
+                    f"{path} is locked by {_lock_holder(e)}: another 'yuqing run', or a "
+                    "connection that opened the main file instead of its analyst replica; "
+                    f"waited {lock_timeout_s:g}s, retry when it is closed"
                 ) from e
             raise StorageError(f"cannot open {path}: {_one_line(e)}") from e
     try:
@@ -84,11 +97,18 @@ def connect(
 
 
 @contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Run a block in one transaction: all of it is committed, or none of it."""
+def transaction(
+    con: duckdb.DuckDBPyConnection, *, before_commit: Callable[[], None] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run a block in one transaction: all of it is committed, or none of it.
+
+    ``before_commit`` runs after the block and right before ``COMMIT`` (the crash tests kill
+    the process there, or a moment later, inside the commit)."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
+        if before_commit is not None:
+            before_commit()
     except BaseException:
         con.execute("ROLLBACK")
         raise

@@ -7,7 +7,7 @@ at any point either keeps both or neither: a message is never lost and never sto
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -79,11 +79,12 @@ def store_batch(
     topic: str,
     next_offsets: Mapping[int, int],
     run_id: str | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> StoreResult:
     """Store scored news, dead letters and the consumer's next offsets atomically.
 
     Within the batch and against the table, the first copy of an id wins; later copies are
-    counted as duplicates and not stored.
+    counted as duplicates and not stored. ``before_commit`` runs right before the COMMIT.
     """
     _check_columns(scored, NEWS_COLUMNS, "scored")
     _check_columns(dead_letters, DEAD_LETTER_COLUMNS, "dead-letter")
@@ -103,7 +104,7 @@ def store_batch(
             "updated_at": now,
         }
     )
-    with translate_errors("storing a batch"), transaction(con):
+    with translate_errors("storing a batch"), transaction(con, before_commit=before_commit):
         con.register("batch_news", batch_news)
         con.register("batch_dead", batch_dead)
         con.register("batch_offsets", batch_offsets)

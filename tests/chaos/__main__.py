@@ -16,7 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-SCENARIOS = ("crash", "bad-input", "broker-outage", "notifier-outage", "analysts", "disk-full")
+SCENARIOS = (
+    "crash",
+    "bad-input",
+    "broker-outage",
+    "notifier-outage",
+    "analysts",
+    "disk-full",
+    "db-unwritable",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--good", type=int, default=2_000, help="bad-input: good messages")
     parser.add_argument("--huge", type=int, default=3, help="bad-input: 5 MB texts")
     parser.add_argument("--queries", type=int, default=1_000, help="analysts: queries in all")
-    parser.add_argument("--cli-queries", type=int, default=100, help="analysts: via yuqing sql")
+    parser.add_argument("--cli-queries", type=int, default=500, help="analysts: via yuqing sql")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 env, queries=args.queries, cli_queries=args.cli_queries
             ),
             "disk-full": lambda: scenarios.disk_full(env),
+            "db-unwritable": lambda: scenarios.db_unwritable(env),
         }
         for name in names:
             started = time.monotonic()

@@ -227,10 +227,10 @@ class Audit:
 
 
 def audit(db: Path, *, consumer: str = "yuqing") -> Audit:
-    """Count, per id, its rows in news and dead_letters (read-only, on the main file)."""
+    """Count, per id, its rows in scored_news and dead_letters (read-only, on the main file)."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        scored = Counter(i for (i,) in con.execute("SELECT id FROM news").fetchall())
+        scored = Counter(i for (i,) in con.execute("SELECT id FROM scored_news").fetchall())
         raws = [bytes(r) for (r,) in con.execute("SELECT raw FROM dead_letters").fetchall()]
         (offsets_total,) = con.execute(
             "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = ?",

@@ -9,10 +9,14 @@ redeliveries).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import json
+import os
 import random
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -104,7 +108,12 @@ def check_exactly_once(
 # 1. Crash: SIGKILL `yuqing run` at random moments and at named phases, restart, repeat.
 # --------------------------------------------------------------------------------------------
 
-KILL_PHASES = ("random", "read", "inference", "commit", "checkpoint", "replace")
+KILL_PHASES = ("random", "read", "inference", "insert", "commit", "checkpoint", "replace")
+# How long after its fault point a phase's kill lands (ms, uniform): through the fetch of a
+# batch from Kafka; through the store task's inserts; through COMMIT itself (about 1.5 ms for
+# a 500-row batch); through the checkpoint and the replica copy (5-100 ms). The other phases
+# kill at the point.
+KILL_DELAY_MS = {"read": 50.0, "insert": 40.0, "commit": 3.0, "checkpoint": 40.0}
 
 
 def crash(
@@ -133,21 +142,38 @@ def crash(
             values.append(news_value(message_id, headline(rng, i)))
     # The stream keeps flowing while the monitor is being killed.
     produce_raw(env.bootstrap, topic, values[: batch * 4])
+    handed = [batch * 4]  # values handed to the producer; acknowledged within 2,000 (its chunk)
+
+    def rest():
+        for n, value in enumerate(values[batch * 4 :], start=batch * 4 + 1):
+            yield value
+            handed[0] = n
+
     producer = threading.Thread(
-        target=produce_raw, args=(env.bootstrap, topic, values[batch * 4 :]), daemon=True
+        target=produce_raw, args=(env.bootstrap, topic, rest()), daemon=True
     )
     producer.start()
     run_env = env.yuqing_env(topic=topic, db=db, read_batch_size=batch)
-    killed, finished, errors, attempts = Counter(), 0, [], 0
+    killed, finished, errors, attempts, attempt_seconds = Counter(), 0, [], 0, []
+    killed_at: list[int] = []  # messages stored (offsets) right after each kill
     started = time.monotonic()
     while sum(killed.values()) < kills and attempts < kills * 3:
         phase = phases[attempts % len(phases)]
         attempts += 1
         this_env = dict(run_env)
         if phase != "random":
-            hit = rng.randint(1, 3)
-            delay_ms = rng.uniform(0, 40) if phase in ("commit", "checkpoint") else 0
+            # Spread the kills over the whole stream: the remaining kills share what is left,
+            # and a kill never waits for a batch that has not been produced yet.
+            stored = _stored_offsets(db)
+            per_kill = max(0, messages - stored) / batch / max(1, kills - sum(killed.values()))
+            available = messages if not producer.is_alive() else max(batch * 4, handed[0] - 2000)
+            hit = min(
+                rng.randint(1, max(1, round(2 * per_kill))),
+                max(1, (available - stored) // batch),
+            )
+            delay_ms = rng.uniform(0, KILL_DELAY_MS.get(phase, 0.0))
             this_env["YUQING_FAULT_POINT"] = f"{phase}:{hit}:{delay_ms:.1f}"
+        attempt_started = time.monotonic()
         process = env.popen("run", env=this_env)
         watcher = LineWatcher(process, "reading")
         if phase == "random" and watcher.seen.wait(timeout=300):
@@ -156,20 +182,36 @@ def crash(
                 process.send_signal(signal.SIGKILL)
         code = wait_for_lock_release(process, timeout=900)
         process.stdout.close()
+        attempt_seconds.append(time.monotonic() - attempt_started)
         if code == -signal.SIGKILL:
             killed[phase] += 1
+            killed_at.append(_stored_offsets(db))
         elif code == 0:
             finished += 1
         else:
             errors.append(last_line(watcher.text()))
         log(f"crash: attempt {attempts} ({phase}) exit {code}; kills so far {sum(killed.values())}")
     producer.join()
+    before_catch_up = audit(db) if db.exists() else None
     catch_up_runs, catch_up_errors = runs_until_caught_up(env, run_env)
     errors += catch_up_errors
     outcome.figures |= {
         "kills": sum(killed.values()),
         "kills by phase": ", ".join(f"{p} {killed[p]}" for p in KILL_PHASES),
         "runs that finished before their kill": finished,
+        "stored when killed (first / median / last)": (
+            f"{killed_at[0]} / {int(statistics.median(killed_at))} / {killed_at[-1]}"
+            if killed_at
+            else "n/a"
+        ),
+        "stored by the killed runs": (
+            before_catch_up.news_count + before_catch_up.dead_count if before_catch_up else 0
+        ),
+        "attempt, process start to exit (median / max)": (
+            f"{statistics.median(attempt_seconds):.1f}s / {max(attempt_seconds):.1f}s"
+            if attempt_seconds
+            else "n/a"
+        ),
         "clean runs to catch up": catch_up_runs,
         "errors": len(errors),
         "wall time": f"{time.monotonic() - started:.0f}s",
@@ -181,6 +223,19 @@ def crash(
     outcome.figures["replica rows after the last run"] = replica_rows
     outcome.check(replica_rows == outcome.figures["scored"], "replica up to date after a run")
     return outcome
+
+
+def _stored_offsets(db: Path) -> int:
+    """Messages the database has accounted for (the sum of stored next offsets); no writer runs."""
+    if not db.exists():
+        return 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return int(
+            con.execute("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets").fetchone()[0]
+        )
+    finally:
+        con.close()
 
 
 def _replica_count(env: ChaosEnv, db: Path) -> int:
@@ -396,7 +451,7 @@ def broker_outage(
                 found.news_count + found.dead_count == found.offsets_total,
                 f"{moment}: nothing half-done",
             )
-        outcome.figures[moment] = f"exit {code} in {seconds:.0f}s: {message[:90]}"
+        outcome.figures[moment] = f"exit {code} in {seconds:.0f}s: {message[:240]}"
     outcome.figures["stored before catch-up"] = (
         audit(db).news_count + audit(db).dead_count if db.exists() else 0
     )
@@ -448,8 +503,11 @@ def notifier_outage(env: ChaosEnv) -> Outcome:
         pending = con.execute("SELECT count(*) FROM alerts WHERE notified_at IS NULL").fetchone()[0]
     finally:
         con.close()
-    payloads = [json.dumps(r["payload"], ensure_ascii=False) for r in receiver.received]
-    per_alert = Counter(a for a in alert_ids for p in payloads if a in p)
+    # The idempotency key: a payload field and a header, both the alert's id.
+    keys = [r["payload"].get("idempotency_key") for r in receiver.received]
+    headers_match = all(r.get("idempotency_key") == r["payload"].get("idempotency_key")
+                        for r in receiver.received)  # fmt: skip
+    per_alert = Counter(k for k in keys if k in alert_ids)
     outcome.figures |= {
         "alerts raised": raised,
         "pending while 500": first["alerts_pending"],
@@ -457,6 +515,9 @@ def notifier_outage(env: ChaosEnv) -> Outcome:
         "delivered on return": delivered_on_return,
         "delivered by the re-run": len(receiver.received) - delivered_on_return,
         "raised / delivered by a backfill": f"{backfill['alerts_raised']} / {backfill['alerts_notified']}",
+        "idempotency key": "payload idempotency_key = Idempotency-Key header = alert_id"
+        if headers_match and len(per_alert) == len(keys)
+        else "missing or mismatched",
         "delivered twice": sum(1 for n in per_alert.values() if n > 1),
         "never delivered": sum(1 for a in alert_ids if per_alert[a] == 0),
         "pending at the end": pending,
@@ -473,8 +534,9 @@ def notifier_outage(env: ChaosEnv) -> Outcome:
     outcome.check(
         backfill["alerts_raised"] == 0 and backfill["scored"] == 0, "backfill adds nothing"
     )
-    outcome.check(len(payloads) == len(alert_ids) == raised, "one delivery per alert")
-    outcome.check(all(per_alert[a] == 1 for a in alert_ids), "alert_id in each payload, once")
+    outcome.check(len(keys) == len(alert_ids) == raised, "one delivery per alert")
+    outcome.check(all(per_alert[a] == 1 for a in alert_ids), "each alert_id is one payload's key")
+    outcome.check(headers_match, "the Idempotency-Key header equals the payload's key")
     outcome.check(pending == 0, "nothing left pending")
     return outcome
 
@@ -483,36 +545,60 @@ def notifier_outage(env: ChaosEnv) -> Outcome:
 # 5. Analysts during writes: queries on the replica while runs write continuously.
 # --------------------------------------------------------------------------------------------
 
+# Each analyst query checks one committed state (rows == offsets) and measures freshness: how
+# old the newest row it can see is (the stream never pauses, so that is the analysts' lag).
 CONSISTENCY_SQL = (
     "SELECT (SELECT count(*) FROM news) + (SELECT count(*) FROM dead_letters) AS stored, "
-    "(SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets) AS offsets"
+    "(SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets) AS offsets, "
+    "epoch(now()) - epoch((SELECT max(ingested_at) FROM news)) AS age_s"
 )
 
 NOTEBOOK = textwrap.dedent(
     """
-    import sys, time, duckdb
-    path, queries, sql = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    import json, sys, time, duckdb
+    path, queries, sql, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
     errors = inconsistent = 0
-    states = set()
+    states, ages = set(), []
     for _ in range(queries):
         try:
             con = duckdb.connect(path, read_only=True)
-            stored, offsets = con.execute(sql).fetchone()
+            stored, offsets, age_s = con.execute(sql).fetchone()
             con.close()
             inconsistent += stored != offsets
             states.add(stored)
+            ages.append(age_s)
         except duckdb.Error as e:
             errors += 1
             print("ERROR", " ".join(str(e).split()), file=sys.stderr)
-        time.sleep(0.01)
-    print(errors, inconsistent, len(states))
+        time.sleep(pause)
+    print(json.dumps({"errors": errors, "inconsistent": inconsistent, "states": len(states),
+                      "ages": ages}))
     """
 )
 
 
+def _spread(values: list[float]) -> str:
+    """'median / p95 / max' of some seconds."""
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return f"{statistics.median(ordered):.1f}s / {p95:.1f}s / {ordered[-1]:.1f}s"
+
+
 def analysts(
-    env: ChaosEnv, *, queries: int = 1_000, cli_queries: int = 100, per_second: int = 100
+    env: ChaosEnv,
+    *,
+    queries: int = 1_000,
+    cli_queries: int = 500,
+    per_second: int = 100,
+    spread_s: float | None = None,
 ) -> Outcome:
+    """The notebook spreads its queries over about ``spread_s`` seconds (default: about as
+    long as the yuqing sql queries, which run back to back meanwhile), so both paths see the
+    runs' writes land."""
+    if spread_s is None:
+        spread_s = max(15.0, 1.0 * cli_queries)
     from storage.replica import replica_path_for
 
     topic = unique_topic("analysts")
@@ -548,12 +634,20 @@ def analysts(
         time.sleep(0.5)
     started = time.monotonic()
     notebook = subprocess.Popen(
-        [sys.executable, "-c", NOTEBOOK, str(replica), str(queries - cli_queries), CONSISTENCY_SQL],
+        [
+            sys.executable,
+            "-c",
+            NOTEBOOK,
+            str(replica),
+            str(queries - cli_queries),
+            CONSISTENCY_SQL,
+            str(max(0.01, spread_s / max(1, queries - cli_queries))),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    cli_errors, cli_inconsistent, cli_states = [], 0, set()
+    cli_errors, cli_inconsistent, cli_states, cli_ages = [], 0, set(), []
     for _ in range(cli_queries):
         done = env.yuqing("sql", "--db", str(db), "--format", "json", CONSISTENCY_SQL, env=run_env)
         if done.returncode != 0:
@@ -562,12 +656,18 @@ def analysts(
         row = json.loads(done.stdout)[0]
         cli_inconsistent += row["stored"] != row["offsets"]
         cli_states.add(row["stored"])
+        cli_ages.append(row["age_s"])
     out, err = notebook.communicate(timeout=900)
     query_seconds = time.monotonic() - started
     stop.set()
     producer.join()
     writer.join()
-    nb_errors, nb_inconsistent, nb_states = map(int, out.split())
+    report = json.loads(out.strip().splitlines()[-1])
+    nb_errors, nb_inconsistent, nb_states = (
+        report["errors"],
+        report["inconsistent"],
+        report["states"],
+    )
     outcome = Outcome(
         "analysts",
         {
@@ -575,6 +675,7 @@ def analysts(
             "errors": nb_errors + len(cli_errors),
             "inconsistent snapshots": nb_inconsistent + cli_inconsistent,
             "distinct states seen (notebook / sql)": f"{nb_states} / {len(cli_states)}",
+            "newest row seen, age (median / p95 / max)": _spread(report["ages"] + cli_ages),
             "runs during the queries (ok / failed)": f"{runs['ok']} / {runs['failed']}",
             "query phase": f"{query_seconds:.0f}s",
             "messages sent": len(sent),
@@ -584,6 +685,8 @@ def analysts(
     outcome.check(not cli_errors, "yuqing sql without error: " + "; ".join(cli_errors[:3]))
     outcome.check(nb_inconsistent + cli_inconsistent == 0, "every query sees one committed state")
     outcome.check(nb_states >= 2, "the analysts really saw the data move")
+    if cli_queries >= 20:
+        outcome.check(len(cli_states) >= 2, "yuqing sql saw the data move too")
     outcome.check(runs["failed"] == 0, "no run failed")
     runs_until_caught_up(env, run_env)
     check_exactly_once(outcome, db, ids=sent)
@@ -626,7 +729,7 @@ def disk_full(env: ChaosEnv, *, first: int = 500, second: int = 2_000) -> Outcom
     leftovers = list(db.parent.glob(f".{replica.name}.*.tmp"))
     outcome.figures |= {
         "stored before": before.news_count,
-        "full run": f"exit {full.returncode}: {message[:100]}",
+        "full run": f"exit {full.returncode}: {message[:240]}",
         "stored after the failed run": after.news_count,
         "temporary files left": len(leftovers),
     }
@@ -642,5 +745,131 @@ def disk_full(env: ChaosEnv, *, first: int = 500, second: int = 2_000) -> Outcom
     outcome.check(not leftovers, "no temporary replica files left")
     runs, errors = runs_until_caught_up(env, run_env)
     outcome.check(not errors, "the next run recovers: " + "; ".join(errors))
+    check_exactly_once(outcome, db, ids=ids)
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# 7. DB unwritable: the file read-only, its folder read-only, the file held by another process.
+# --------------------------------------------------------------------------------------------
+
+UNWRITABLE = ("read-only file", "read-only folder", "held by another writer", "held by a reader")
+_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE = 24, 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+HOLDER = (
+    "import sys, time, duckdb; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
+    "print('holding', flush=True); time.sleep(3600)"
+)
+
+
+def permissions_bind() -> None:
+    """In a child before exec: as root, drop CAP_DAC_OVERRIDE so file modes bind, as for any
+    other user (root ignores them otherwise); for other users this changes nothing."""
+    if os.geteuid() == 0:
+        _LIBC.prctl(_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE, 0, 0, 0)
+
+
+def permissions_enforced(folder: Path) -> bool:
+    """Whether a child started with permissions_bind() is refused a write to a 0444 file."""
+    probe = folder / ".permission-probe"
+    probe.write_text("")
+    probe.chmod(0o444)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", f"open({str(probe)!r}, 'a')"],
+            preexec_fn=permissions_bind,
+            capture_output=True,
+        )
+        return done.returncode != 0
+    finally:
+        probe.chmod(0o644)
+        probe.unlink()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def db_unwritable(
+    env: ChaosEnv, *, first: int = 300, per_case: int = 500, cases: tuple[str, ...] = UNWRITABLE
+) -> Outcome:
+    """One database, one fault after another: each run under a fault must fail with one line
+    and change nothing; the next run (fault lifted) stores what it missed, exactly once."""
+    topic = unique_topic("unwritable")
+    folder = env.workdir / topic
+    folder.mkdir(parents=True)
+    db = folder / "yuqing.duckdb"
+    rng = random.Random(7)
+    ids: list[str] = []
+    run_env = env.yuqing_env(topic=topic, db=db, read_batch_size=200, db_lock_timeout_s=2)
+
+    def produce_more(count: int) -> None:
+        new = [f"uw-{len(ids) + k}" for k in range(count)]
+        produce_raw(
+            env.bootstrap, topic, [news_value(i, headline(rng, n)) for n, i in enumerate(new)]
+        )
+        ids.extend(new)
+
+    outcome = Outcome("db-unwritable", {"messages sent": 0})
+    produce_more(first)
+    summary, error = env.run_flow(run_env)
+    outcome.check(summary is not None, f"a first run fills the database: {error}")
+    enforced = permissions_enforced(folder)
+    for case in cases:
+        if case.startswith("read-only") and not enforced:
+            outcome.figures[case] = (
+                "skipped: file modes do not bind here (root without CAP_SETPCAP)"
+            )
+            continue
+        produce_more(per_case)
+        before, digest = audit(db), _digest(db)
+        holder = None
+        if case == "read-only file":
+            db.chmod(0o444)
+        elif case == "read-only folder":
+            folder.chmod(0o555)
+        else:
+            mode = "rw" if case == "held by another writer" else "ro"
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLDER, str(db), mode], stdout=subprocess.PIPE, text=True
+            )
+            holder.stdout.readline()
+        started = time.monotonic()
+        try:
+            failed = env.yuqing("run", env=run_env, preexec_fn=permissions_bind)
+        finally:
+            db.chmod(0o644)
+            folder.chmod(0o755)
+            if holder is not None:
+                holder.kill()
+                holder.wait()
+                holder.stdout.close()
+        seconds = time.monotonic() - started
+        message = last_line(failed.stderr)
+        after = audit(db)
+        leftovers = [p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".wal"))]
+        unchanged = _digest(db) == digest
+        shown = message.replace(str(folder), "…")
+        outcome.figures[case] = f"exit {failed.returncode} in {seconds:.0f}s: {shown[:300]}"
+        outcome.check(failed.returncode == 1, f"{case}: the run fails (exit {failed.returncode})")
+        outcome.check(
+            message.startswith("yuqing run: run failed:") and "Traceback" not in failed.stderr,
+            f"{case}: one clear line ({message!r})",
+        )
+        outcome.check(
+            (after.news_count, after.dead_count, after.offsets_total)
+            == (before.news_count, before.dead_count, before.offsets_total)
+            and unchanged,
+            f"{case}: nothing stored, the file unchanged",
+        )
+        outcome.check(not leftovers, f"{case}: no temporary or WAL file left ({leftovers})")
+        runs, errors = runs_until_caught_up(env, run_env)
+        recovered = audit(db)
+        outcome.figures[f"{case}: next run"] = (
+            f"{errors[0] if errors else 'ok'}; stored {recovered.news_count - after.news_count} "
+            f"more in {runs} run(s)"
+        )
+        outcome.check(not errors, f"{case}: the next run recovers: " + "; ".join(errors))
+    outcome.figures["messages sent"] = len(ids)
     check_exactly_once(outcome, db, ids=ids)
     return outcome

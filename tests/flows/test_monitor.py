@@ -157,3 +157,43 @@ def test_each_run_publishes_its_summary_artifacts(yuqing_env, broker, topic_name
     markdown = by_key[SUMMARY_ARTIFACT_KEY].data
     assert f"| {summary['messages_read']} | {summary['scored']} |" in markdown
     assert "Energy | Oil" in markdown.replace("\\|", "|")
+
+
+MODEL_PROBE = (
+    "import sys; from flows.monitor import monitor; s = monitor(); "
+    "print(s['messages_read'], s['model_version'] is not None, 'torch' in sys.modules)"
+)
+
+
+def test_a_run_with_nothing_new_does_not_load_the_model(
+    yuqing_env, broker, topic_name, tmp_path, monkeypatch
+):
+    """An idle scheduled run pays for neither torch nor the weights; a busy one loads them."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.monitor import monitor
+    from nlp.manifest import ModelError
+
+    def probe() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", MODEL_PROBE],
+            env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-3:]
+
+    produce_values(broker.bootstrap, topic_name, [])  # the topic exists, empty
+    assert probe() == ["0", "True", "False"]  # read nothing, knew the model, no torch
+    produce_values(broker.bootstrap, topic_name, [encode(news("busy-1", "oil plunges item"))])
+    assert probe() == ["1", "True", "True"]
+    # A folder that is not a model still fails the run at its start, before Kafka is read.
+    monkeypatch.setenv("YUQING_MODEL", str(tmp_path / "no-model"))
+    with pytest.raises(ModelError, match="not a yuqing model directory"):
+        monitor()

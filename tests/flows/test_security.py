@@ -64,6 +64,95 @@ def test_ssl_and_sasl_settings_reach_every_kafka_client(protocol, mechanism, tmp
         assert SASL_SECRET not in text
 
 
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory):
+    """A real tansu broker that clients reach only through TLS (tests/tls.py)."""
+    from types import SimpleNamespace
+
+    from infra.broker import EmbeddedBroker, free_port
+    from tests.tls import TLSTerminator, make_pki
+
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    port = free_port()
+    with (
+        TLSTerminator(
+            upstream=("127.0.0.1", port), certfile=pki.server_cert, keyfile=pki.server_key
+        ) as terminator,
+        EmbeddedBroker(port=port, advertised_port=terminator.port),
+    ):
+        yield SimpleNamespace(
+            bootstrap=f"127.0.0.1:{terminator.port}", pki=pki, terminator=terminator
+        )
+
+
+def tls_env(tls_broker, *, cafile: Path, topic: str, db: Path, model: Path) -> dict:
+    from prefect.settings import PREFECT_API_URL
+
+    return {
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "YUQING_KAFKA_BOOTSTRAP": tls_broker.bootstrap,
+        "YUQING_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "YUQING_KAFKA_SSL_CAFILE": str(cafile),
+        "YUQING_TOPIC": topic,
+        "YUQING_DB": str(db),
+        "YUQING_MODEL": str(model),
+        "YUQING_ALERT_URLS": "",
+        "YUQING_DEVICE": "cpu",
+    }
+
+
+def test_yuqing_replays_and_runs_through_a_real_tls_listener(
+    tls_broker, tiny_model_dir, prefect_harness, topic_name, tmp_path
+):
+    """Admin client, producer and consumer all speak TLS and verify the broker's certificate."""
+    import json
+
+    stream = tmp_path / "stream.jsonl"
+    stream.write_text(
+        "".join(
+            json.dumps({"id": f"tls-{i}", "text": f"oil plunges item{i}"}) + "\n" for i in range(30)
+        )
+    )
+    db = tmp_path / "yuqing.duckdb"
+    env = tls_env(
+        tls_broker, cafile=tls_broker.pki.ca, topic=topic_name, db=db, model=tiny_model_dir
+    )
+    before = tls_broker.terminator.handshakes
+    replayed = yuqing("replay", str(stream), env=env)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    done = yuqing("run", "--json", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["messages_read"], summary["scored"]) == (30, 30)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM news").fetchone()[0] == 30
+    con.close()
+    assert tls_broker.terminator.handshakes - before >= 2  # every connection was TLS
+    assert not tls_broker.terminator.refused
+
+
+def test_a_broker_certificate_the_ca_does_not_vouch_for_fails_in_one_clear_line(
+    tls_broker, tiny_model_dir, prefect_harness, topic_name, tmp_path
+):
+    db = tmp_path / "yuqing.duckdb"
+    env = tls_env(
+        tls_broker, cafile=tls_broker.pki.other_ca, topic=topic_name, db=db, model=tiny_model_dir
+    ) | {"YUQING_KAFKA_TIMEOUT_S": "1", "YUQING_KAFKA_CONNECT_ATTEMPTS": "1"}
+    refused_before = len(tls_broker.terminator.refused)
+    done = yuqing("run", env=env)
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("yuqing run: run failed: cannot reach Kafka"), line
+    assert "CERTIFICATE_VERIFY_FAILED" in line and "YUQING_KAFKA_SSL_CAFILE" in line, line
+    assert "Traceback" not in done.stderr
+    # The client refused the server (the terminator saw the alert), and nothing was stored.
+    assert any("unknown ca" in r for r in tls_broker.terminator.refused[refused_before:])
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM news").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM consumer_offsets").fetchone()[0] == 0
+    con.close()
+
+
 def test_sasl_without_credentials_is_refused_with_a_clear_message():
     settings = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN")
     with pytest.raises(ValueError, match="SASL needs YUQING_KAFKA_SASL_MECHANISM"):
@@ -151,6 +240,9 @@ def test_secrets_never_reach_output_logs_artifacts_or_tables(
         },
     )
     assert failing.returncode != 0
+    # The SASL handshake really went to the broker, which offers no mechanism; one clear line.
+    (line,) = [x for x in failing.stderr.splitlines() if x.startswith("yuqing run:")]
+    assert line.startswith("yuqing run: run failed:") and "UnsupportedSaslMechanism" in line, line
 
     import json
 

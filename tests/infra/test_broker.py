@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -62,12 +63,19 @@ def test_missing_topic_is_a_clear_error(broker):
         )
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C interrupts, even when the tests run from a shell's background job
+    (which starts them with SIGINT ignored, and Python keeps an ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_yuqing_broker_command_serves_until_interrupted():
     process = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "broker", "--port", "0", "--topic", "cli-news"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         bootstrap = process.stdout.readline().strip()
@@ -77,8 +85,12 @@ def test_yuqing_broker_command_serves_until_interrupted():
         options = Settings(kafka_bootstrap=bootstrap).kafka_client_options()
         assert ensure_topic(client_options=options, topic="cli-news") is False  # it made the topic
     finally:
-        process.send_signal(2)
-        process.wait(timeout=20)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        finally:
+            process.kill()  # never leave a broker behind
+            process.wait()
     assert process.returncode == 0
 
 

@@ -125,6 +125,29 @@ def test_a_failed_batch_leaves_neither_rows_nor_offsets(con):
     assert load_offsets(con, consumer="c", topic="news") == {}
 
 
+def test_the_before_commit_hook_runs_inside_the_transaction(con):
+    """The crash tests kill the process from this hook: it sees every row, uncommitted."""
+    seen = []
+
+    def hook() -> None:
+        seen.append(con.execute("SELECT count(*) FROM news").fetchone()[0])
+        raise RuntimeError("died before COMMIT")
+
+    with pytest.raises(RuntimeError, match="died before COMMIT"):
+        store_batch(
+            con,
+            scored=scored_frame(["a", "b"]),
+            dead_letters=dead_frame([1]),
+            consumer="c",
+            topic="news",
+            next_offsets={0: 3},
+            before_commit=hook,
+        )
+    assert seen == [2]  # inside the transaction, after the inserts
+    assert con.execute("SELECT count(*) FROM news").fetchone()[0] == 0  # rolled back
+    assert load_offsets(con, consumer="c", topic="news") == {}
+
+
 def test_alerts_are_raised_once_per_window_and_track_delivery(con):
     store_batch(
         con,
