@@ -183,7 +183,9 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
         stale.unlink(missing_ok=True)
     for stale in paths.mail.glob("*.eml"):
         stale.unlink()
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    # On the hour, so the staged surge starts on an alert-window boundary (any window that
+    # divides an hour): otherwise where it falls in a window depends on the minute of the run.
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     values = build_demo_stream(sentiment=sentiment, topic=topic, end=end)
     paths.stream.write_bytes(b"\n".join(values) + b"\n")
 

@@ -177,10 +177,6 @@ class RunModel:
         self._settings = settings
         self._engine: Engine | None = None
 
-    @property
-    def loaded(self) -> bool:
-        return self._engine is not None
-
     def engine(self) -> Engine:
         """The inference engine, loaded now if this is its first use."""
         if self._engine is None:
@@ -190,7 +186,10 @@ class RunModel:
             self._engine = Engine.load(
                 self._settings.model,
                 device=self._settings.device,
-                config=EngineConfig(batch_size=self._settings.inference_batch_size),
+                # in-process tokenizing: a run's batches are too small for worker processes
+                config=EngineConfig(
+                    batch_size=self._settings.inference_batch_size, tokenizer_workers=0
+                ),
             )
             _logger().info(
                 "model %s loaded in %.1fs", self.model_version, time.perf_counter() - started
