@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nlp.engine import Engine, EngineConfig
+from nlp.engine import PRECISIONS, Engine, EngineConfig
 from nlp.inference import Classifier
 from nlp.model import DEFAULT_BASE, TASKS, DualHeadClassifier, resolve_base
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--chunk-size", type=int, default=EngineConfig.chunk_size)
     parser.add_argument("--no-word-cache", action="store_true")
-    parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="fp16")
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="JSON file (default bench-DEVICE.json)")
     parser.add_argument("--skip", default="", help="comma-separated paths to skip")

@@ -19,7 +19,9 @@ and Python work per item are. The engine removes each of them:
 
 Texts longer than the encoder's window (rare in news feeds) take the windowed path of
 `nlp.inference.Classifier` with the same model, so a long article is still read in full.
-On CUDA the encoder runs on an fp16 copy of its weights (bf16 optional); on CPU in fp32.
+On CUDA the encoder runs in mixed precision by default: its matmuls and attention take an fp16
+copy of the weights, while LayerNorm and the residual stream stay in fp32 (see `PRECISIONS`).
+On CPU it runs in fp32.
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ logger = logging.getLogger(__name__)
 _WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
+# name -> (dtype of the weight copy, mixed). Mixed: matmuls and attention in the low precision
+# under autocast, LayerNorm and therefore the residual stream in fp32 (the all-fp16 encoder moved
+# a 20-class topic head's probabilities by up to 0.019; docs/benchmarks.md).
+PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
+    "fp16": (torch.float16, True),
+    "bf16": (torch.bfloat16, True),
+    "fp16-pure": (torch.float16, False),
+    "bf16-pure": (torch.bfloat16, False),
+    "fp32": (torch.float32, False),
+}
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     chunk_size: int = 8192  # texts tokenized (ahead) and scored together
@@ -64,7 +78,8 @@ class EngineConfig:
     # tokenizer processes; 0: one thread in-process; None: 2 on CUDA with >= 8 cores, else 0
     tokenizer_workers: int | None = None
     word_cache: bool = True  # exact word cache for WordPiece tokenizers (tokenize_worker)
-    precision: str = "fp16"  # encoder on CUDA: fp16 (default: closer to fp32 than bf16), bf16, fp32
+    # one of PRECISIONS; "auto": "fp16" on CUDA, "fp32" elsewhere (any other value on any device)
+    precision: str = "auto"
     compile: bool = False  # torch.compile the scoring function (pays off for long backlogs)
 
 
@@ -138,16 +153,17 @@ class Engine:
             workers = 2 if self.device.type == "cuda" and (os.cpu_count() or 1) >= 8 else 0
         self._workers, self._pool = workers, None
         self._windowed = Classifier(model=model, device=self.device)
-        # Half-precision weights once on CUDA (autocast would re-cast every weight on every forward); the
+        # The weights are cast once (autocast alone would re-cast every weight on every forward); the
         # model itself keeps fp32 for training-style uses such as integrated gradients.
-        self.encoder = model.encoder
-        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-        if self.config.precision not in dtypes:
+        precision = self.config.precision
+        if precision == "auto":
+            precision = "fp16" if self.device.type == "cuda" else "fp32"
+        if precision not in PRECISIONS:
             raise ValueError(
-                f"precision must be one of {list(dtypes)}, got {self.config.precision!r}"
+                f"precision must be 'auto' or one of {list(PRECISIONS)}, got {precision!r}"
             )
-        if self.device.type == "cuda" and self.config.precision != "fp32":
-            self.encoder = copy.deepcopy(model.encoder).to(dtypes[self.config.precision]).eval()
+        self.precision = precision
+        self.encoder, self._autocast_dtype = reduced_precision(model.encoder, precision)
         temperatures = [model.temperature(task) for task in TASKS]
         self._inverse_t = torch.tensor(temperatures, device=self.device).reciprocal()
         self._score = self._score_batch
@@ -385,16 +401,61 @@ class Engine:
         keep = positions[None, :] < lengths[:, None]  # (B, L)
         # A ready 4-D additive mask: given a 2-D one, transformers asks the device whether any
         # token is padding (to skip the mask), and that answer stalls the host on every batch.
-        dtype = self.encoder.dtype
+        dtype = self.encoder.dtype  # that of the attention scores
         mask = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
         mask = mask.masked_fill_(~keep, torch.finfo(dtype).min)[:, None, None, :]  # (B, 1, 1, L)
-        hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        with _mixed_precision(input_ids.device.type, self._autocast_dtype):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         weights = keep.unsqueeze(-1).to(torch.float32)  # (B, L, 1)
         pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, H)
         heads = self.model.heads
         return tuple(
             F.softmax(heads[task](pooled) * self._inverse_t[i], dim=-1)
             for i, task in enumerate(TASKS)
+        )
+
+
+def reduced_precision(encoder: torch.nn.Module, precision: str):
+    """The encoder to run at `precision` (a name in PRECISIONS) and the autocast dtype it needs
+    (None: run it as it is). fp32 returns the encoder itself; the others return a copy."""
+    dtype, mixed = PRECISIONS[precision]
+    if dtype == torch.float32:
+        return encoder, None
+    half = copy.deepcopy(encoder).to(dtype).eval()
+    if not mixed:
+        return half, None
+    for module in half.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.float()
+            module.__class__ = _Fp32LayerNorm
+    return half, dtype
+
+
+@contextlib.contextmanager
+def _mixed_precision(device_type: str, dtype: torch.dtype | None):
+    """Autocast to `dtype` (None: nothing), and on CUDA fp16 GEMMs that reduce in fp32 only
+    (cuBLAS may otherwise reduce split-K partial sums in fp16); the flag is restored after."""
+    if dtype is None:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    reduced = matmul.allow_fp16_reduced_precision_reduction
+    if device_type == "cuda" and dtype == torch.float16:
+        matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        with torch.autocast(device_type, dtype=dtype):
+            yield
+    finally:
+        matmul.allow_fp16_reduced_precision_reduction = reduced
+
+
+class _Fp32LayerNorm(torch.nn.LayerNorm):
+    """LayerNorm on an fp32 input, returning fp32: autocast keeps LayerNorm in fp32 on CUDA
+    but not on CPU, and its output is the residual stream of the next sublayer."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(
+            hidden.float(), self.normalized_shape, self.weight, self.bias, self.eps
         )
 
 

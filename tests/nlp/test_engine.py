@@ -106,6 +106,27 @@ def test_engine_matches_the_fp32_reference(headline_model_dir):
         np.testing.assert_allclose(getattr(got, f"{task}_score"), probs.max(1))
 
 
+def test_mixed_precision_keeps_layernorm_and_the_residual_stream_in_fp32(headline_model_dir):
+    import torch
+
+    texts = _corpus_texts(300) + ODD_TEXTS
+    reference = Engine.load(headline_model_dir, device="cpu").predict(texts)  # auto: fp32 on CPU
+    engine = Engine.load(headline_model_dir, device="cpu", config=EngineConfig(precision="fp16"))
+    norms = [m for m in engine.encoder.modules() if isinstance(m, torch.nn.LayerNorm)]
+    linears = [m for m in engine.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)
+    assert linears and all(m.weight.dtype == torch.float16 for m in linears)
+    assert all(p.dtype == torch.float32 for p in engine.model.encoder.parameters())  # a copy
+    got = engine.predict(texts)
+    for task in TASKS:
+        ref_probs, probs = getattr(reference, f"{task}_probs"), getattr(got, f"{task}_probs")
+        assert probs.dtype == np.float32 and not np.array_equal(ref_probs, probs)  # really fp16
+        assert np.mean(ref_probs.argmax(1) == probs.argmax(1)) >= 0.995
+        assert np.abs(ref_probs - probs).max() <= 0.01
+    with pytest.raises(ValueError, match="precision must be"):
+        Engine.load(headline_model_dir, device="cpu", config=EngineConfig(precision="fp8"))
+
+
 def test_worker_processes_give_the_same_results(headline_model_dir):
     texts = _corpus_texts(300) + ODD_TEXTS
     config = EngineConfig(chunk_size=100, tokenizer_workers=2)
