@@ -34,6 +34,8 @@ from nlp.model import ModelError, prepare_texts, resolve_base
 
 logger = logging.getLogger(__name__)
 
+POSTFIX_EVERY = 50  # steps between progress-bar loss readings (each one waits for the device)
+
 DONE_MARKER = "dapt.json"
 
 
@@ -99,10 +101,11 @@ def adapt(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(loss.detach())  # read once per epoch: a read waits for the device
             progress.update()
-            progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
-        mean = sum(losses) / len(losses)
+            if progress.n % POSTFIX_EVERY == 0:
+                progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
+        mean = torch.stack(losses).mean().item()
         history.append(
             {"epoch": epoch + 1, "mlm_loss": mean, "perplexity": math.exp(min(mean, 50))}
         )

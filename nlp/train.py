@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
@@ -45,6 +45,8 @@ from nlp.model import DEFAULT_BASE, TASKS, DualHeadClassifier, pad_token_ids
 from nlp.report import write_training_report
 
 logger = logging.getLogger(__name__)
+
+POSTFIX_EVERY = 50  # steps between progress-bar loss readings (each one waits for the device)
 
 
 @dataclass
@@ -114,6 +116,7 @@ def train(
         mixed_precision="bf16" if torch.cuda.is_available() else "no",
         # A batch feeds one head (and never the encoder's pooler): DDP must allow idle parameters.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),  # with pinned batches
     )
     set_seed(config.seed)
     logger.info("training (%s mode) on %s", "quick" if config.quick else "full", accelerator.device)
@@ -429,6 +432,7 @@ def _fine_tune(
             batch_size=config.batch_size,
             shuffle=True,
             collate_fn=partial(_collate, pad_token_id=model.tokenizer.pad_token_id),
+            pin_memory=accelerator.device.type == "cuda",  # copied without a stream sync
         )
         for task in TASKS
     }
@@ -458,15 +462,18 @@ def _fine_tune(
     ) -> torch.Tensor:
         """Weighted CE on labeled rows (label -1: none), plus KL to the teachers when given."""
         logits = logits.float()  # (B, C)
-        loss = logits.new_zeros(())
-        if (labels >= 0).any():
-            loss = F.cross_entropy(
-                logits,
-                labels,
-                weight=class_weights[task],
-                label_smoothing=config.label_smoothing,
-                ignore_index=-1,
-            )
+        # cross_entropy's weighted mean, written out so that a batch without labeled rows
+        # gives 0 without asking the device (`(labels >= 0).any()` would stall the host)
+        per_row = F.cross_entropy(
+            logits,
+            labels,
+            weight=class_weights[task],
+            label_smoothing=config.label_smoothing,
+            ignore_index=-1,
+            reduction="none",
+        )  # (B,), 0 where unlabeled
+        row_weight = class_weights[task][labels.clamp(min=0)] * (labels >= 0)  # (B,)
+        loss = per_row.sum() / row_weight.sum().clamp_min(1e-12)
         if teacher is not None:
             log_student = F.log_softmax(logits, dim=-1)
             loss = loss + config.distill_alpha * F.kl_div(
@@ -513,8 +520,11 @@ def _fine_tune(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            epoch_losses[task].append(loss.item())
-            progress.set_postfix(task=task[:4], loss=f"{loss.item():.3f}", refresh=False)
+            # losses stay on the device: reading one waits for the whole step to finish, so
+            # the host could not queue the next step while the device works on this one
+            epoch_losses[task].append(loss.detach())
+            if progress.n % POSTFIX_EVERY == 0:
+                progress.set_postfix(task=task[:4], loss=f"{loss.item():.3f}", refresh=False)
 
         unwrapped = accelerator.unwrap_model(model)
         dev_pooled = {
@@ -530,7 +540,7 @@ def _fine_tune(
         history.append(
             {
                 "epoch": epoch + 1,
-                **{f"{t}_loss": float(np.mean(v)) for t, v in epoch_losses.items() if v},
+                **{f"{t}_loss": torch.stack(v).mean().item() for t, v in epoch_losses.items() if v},
                 **{f"{t}_dev_macro_f1": f1 for t, f1 in scores.items()},
             }
         )
