@@ -5,9 +5,8 @@ from __future__ import annotations
 import html
 import math
 import re
+import sys
 from collections.abc import Iterable
-
-import pandas as pd
 
 NORMALIZATIONS = ("none", "finance")
 URL_PATTERN = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)  # a link never holds a space
@@ -42,6 +41,9 @@ def prepare_texts(
 def _as_text(value) -> str:
     if isinstance(value, str):
         return html.unescape(value)
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    pandas = sys.modules.get("pandas")  # pd.NA only exists if pandas is loaded (workers: not)
+    if pandas is not None and value is pandas.NA:
         return ""
     return html.unescape(str(value))
