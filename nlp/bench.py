@@ -23,6 +23,7 @@ The figures are printed as one markdown table and written as JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -156,10 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=EngineConfig.chunk_size)
     parser.add_argument("--no-word-cache", action="store_true")
     parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
+    parser.add_argument(
+        "--compare-precision",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=[],
+        help=f"comma-separated other precisions ({', '.join(PRECISIONS)}) to check against "
+        "fp32 and time (one warm pass each) beside the engine's",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="JSON file (default bench-DEVICE.json)")
     parser.add_argument("--skip", default="", help="comma-separated paths to skip")
     args = parser.parse_args(argv)
+    unknown = [p for p in args.compare_precision if p not in PRECISIONS]
+    if unknown:
+        parser.error(f"--compare-precision: unknown {unknown}; known: {list(PRECISIONS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -250,21 +261,23 @@ def main(argv: list[str] | None = None) -> int:
         run = pipeline_fn(base_source, device, 1, subset)
         rows.append(measure("transformers pipeline, fp32, batch 1", run, len(subset), device))
 
-    check = {}
+    check, precision_checks = {}, {}
     if "check" not in skip:
         subset = texts[: args.check_n]
         fp32 = Classifier(model=model, device=device)  # fp32 weights, and no autocast on CPU
         ref = fp32.predict(subset, batch_size=64)
-        got = engine.predict(subset)
-        for task in TASKS:
-            a, b = getattr(ref, f"{task}_probs"), getattr(got, f"{task}_probs")
-            diff = np.abs(a - b).max(axis=1)  # (N,) largest difference per item
-            check[task] = {
-                "agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
-                "max_prob_diff": float(diff.max()),
-                # same label and every probability within 0.01
-                "share_within_0.01": float(np.mean((a.argmax(1) == b.argmax(1)) & (diff <= 0.01))),
+        check = fp32_check(ref, engine.predict(subset))
+        for precision in args.compare_precision:
+            other = Engine(
+                model, device=device, config=dataclasses.replace(engine.config, precision=precision)
+            )
+            other.predict(texts[:4096])  # warm-up: word cache, kernels
+            row = measure(f"engine at {precision}, 1 pass", lambda: other.predict(texts), n, device)
+            precision_checks[precision] = {
+                "docs_per_s": row["docs_per_s"],
+                **fp32_check(ref, other.predict(subset)),
             }
+            other.close()
 
     base64 = next((r for r in rows if r["path"].endswith("batch 64")), None)
     ceiling = next((r for r in rows if r["path"].startswith("ceiling")), None)
@@ -287,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         "host_cpus": os.cpu_count(),
         "rows": rows,
         "fp32_check": check,
+        "precision": engine.precision,
+        "precision_checks": precision_checks,
         "command": "python -m nlp.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     output = Path(args.output or f"bench-{device.type}.json")
@@ -294,6 +309,22 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(render(result) + "\n")
     sys.stdout.write(f"JSON written to {output}\n")
     return 0
+
+
+def fp32_check(ref, got) -> dict:
+    """Per head: label agreement with the fp32 reference, the largest probability difference,
+    and the share of items with the same label and every probability within 0.01."""
+    check = {}
+    for task in TASKS:
+        a, b = getattr(ref, f"{task}_probs"), getattr(got, f"{task}_probs")
+        diff = np.abs(a - b).max(axis=1)  # (N,) largest difference per item
+        same = a.argmax(1) == b.argmax(1)
+        check[task] = {
+            "agreement": float(np.mean(same)),
+            "max_prob_diff": float(diff.max()),
+            "share_within_0.01": float(np.mean(same & (diff <= 0.01))),
+        }
+    return check
 
 
 def _mb(value: float | None) -> str:
@@ -315,13 +346,25 @@ def render(result: dict) -> str:
             f"{row.get('x_pipeline64', '')} | {row.get('share_of_ceiling', '')} | "
             f"{_mb(row['host_peak_mb'])} | {_mb(row['device_peak_mb'])} |"
         )
-    for task, check in result["fp32_check"].items():
-        lines.append(
-            f"\nengine vs fp32 reference, {task}: agreement {check['agreement']:.4f}, "
-            f"largest probability difference {check['max_prob_diff']:.4f}, "
-            f"items with the same label and every probability within 0.01: "
-            f"{check.get('share_within_0.01', float('nan')):.4f}"
-        )
+    checks = {result.get("precision", "engine"): result["fp32_check"]}
+    checks.update(result.get("precision_checks", {}))
+    if any(checks.values()):
+        lines += [
+            "",
+            "| precision | docs/s (1 warm pass) | head | agreement with fp32 | largest difference "
+            "| same label, all within 0.01 |",
+            "|---|---|---|---|---|---|",
+        ]
+    for precision, check in checks.items():
+        speed = check.get("docs_per_s")
+        for task in TASKS:
+            if task in check:
+                c = check[task]
+                lines.append(
+                    f"| {precision} | {'' if speed is None else f'{speed:,.0f}'} | {task} | "
+                    f"{c['agreement']:.4f} | {c['max_prob_diff']:.4f} | "
+                    f"{c.get('share_within_0.01', float('nan')):.4f} |"
+                )
     return "\n".join(lines)
 
 

@@ -187,3 +187,27 @@ def test_two_processes_split_and_gather_in_input_order(tmp_path, headline_model_
         np.testing.assert_allclose(
             out[f"{task}_probs"], getattr(single, f"{task}_probs"), atol=1e-5
         )
+
+
+def test_bench_compares_precisions_against_fp32(tmp_path, headline_model_dir):
+    import json
+
+    from nlp import bench
+
+    out = tmp_path / "bench.json"
+    argv = [
+        "--device", "cpu", "--model", str(headline_model_dir), "--n", "200", "--check-n", "100",
+        "--skip", "ceiling,pipeline64,pipeline1", "--compare-precision", "fp16-pure,fp16",
+        "--output", str(out),
+    ]  # fmt: skip
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["precision"] == "fp32"  # auto on CPU
+    assert [row["docs"] for row in result["rows"]] == [200, 600]  # first pass, 3 passes
+    assert result["fp32_check"]["topic"]["max_prob_diff"] < 1e-5
+    assert set(result["precision_checks"]) == {"fp16-pure", "fp16"}
+    for check in result["precision_checks"].values():
+        assert check["docs_per_s"] > 0
+        assert 0 < check["topic"]["max_prob_diff"] <= 0.01
+    with pytest.raises(SystemExit):
+        bench.main([*argv[:-4], "--compare-precision", "fp8", "--output", str(out)])
