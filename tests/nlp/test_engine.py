@@ -117,7 +117,11 @@ def test_mixed_precision_keeps_layernorm_and_the_residual_stream_in_fp32(headlin
     assert norms and all(m.weight.dtype == torch.float32 for m in norms)
     assert linears and all(m.weight.dtype == torch.float16 for m in linears)
     assert all(p.dtype == torch.float32 for p in engine.model.encoder.parameters())  # a copy
+    streams = []  # the dtype of what each LayerNorm hands on: the residual stream
+    for norm in norms:
+        norm.register_forward_hook(lambda module, args, out: streams.append(out.dtype))
     got = engine.predict(texts)
+    assert streams and set(streams) == {torch.float32}
     for task in TASKS:
         ref_probs, probs = getattr(reference, f"{task}_probs"), getattr(got, f"{task}_probs")
         assert probs.dtype == np.float32 and not np.array_equal(ref_probs, probs)  # really fp16
