@@ -30,6 +30,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -272,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                 model, device=device, config=dataclasses.replace(engine.config, precision=precision)
             )
             other.predict(texts[:4096])  # warm-up: word cache, kernels
-            row = measure(f"engine at {precision}, 1 pass", lambda: other.predict(texts), n, device)
+            row = measure(
+                f"engine at {precision}, 1 pass", partial(other.predict, texts), n, device
+            )
             precision_checks[precision] = {
                 "docs_per_s": row["docs_per_s"],
                 **fp32_check(ref, other.predict(subset)),

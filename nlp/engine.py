@@ -390,9 +390,6 @@ class Engine:
             topic_probs=probs["topic"],
         )
 
-    def _score_chunk(self, item: _Tokenized) -> ChunkResult:
-        return self._finish(self._launch(item))
-
     def _score_batch(
         self, input_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -454,9 +451,7 @@ class _Fp32LayerNorm(torch.nn.LayerNorm):
     but not on CPU, and its output is the residual stream of the next sublayer."""
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(
-            hidden.float(), self.normalized_shape, self.weight, self.bias, self.eps
-        )
+        return F.layer_norm(hidden.float(), self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 @contextlib.contextmanager

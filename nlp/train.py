@@ -39,14 +39,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from nlp.dapt import POSTFIX_EVERY
 from nlp.data import DataError, frame_sha256, stratified_split
 from nlp.metrics import classification_metrics, classification_report_text, fit_temperature
 from nlp.model import DEFAULT_BASE, TASKS, DualHeadClassifier, pad_token_ids
 from nlp.report import write_training_report
 
 logger = logging.getLogger(__name__)
-
-POSTFIX_EVERY = 50  # steps between progress-bar loss readings (each one waits for the device)
 
 
 @dataclass
@@ -507,7 +506,7 @@ def _fine_tune(
             unit="batch",
             disable=not accelerator.is_local_main_process,
         )
-        for task in progress:
+        for step, task in enumerate(progress):
             input_ids, attention_mask, labels, teacher = next(batches[task])
             logits = model(input_ids=input_ids, attention_mask=attention_mask)[task]  # (B, C)
             loss = task_loss(logits, labels, task, teacher)
@@ -523,7 +522,7 @@ def _fine_tune(
             # losses stay on the device: reading one waits for the whole step to finish, so
             # the host could not queue the next step while the device works on this one
             epoch_losses[task].append(loss.detach())
-            if progress.n % POSTFIX_EVERY == 0:
+            if step % POSTFIX_EVERY == 0:  # (an iterated tqdm's n lags between refreshes)
                 progress.set_postfix(task=task[:4], loss=f"{loss.item():.3f}", refresh=False)
 
         unwrapped = accelerator.unwrap_model(model)
