@@ -136,7 +136,9 @@ def test_worker_processes_give_the_same_results(headline_model_dir):
     config = EngineConfig(chunk_size=100, tokenizer_workers=2)
     with Engine.load(headline_model_dir, device="cpu", config=config) as engine:
         pooled = engine.predict(texts)
-    threaded = Engine.load(headline_model_dir, device="cpu").predict(texts)
+    # the same chunks, so the same batches: only where the tokenizing runs differs
+    threaded = Engine.load(headline_model_dir, device="cpu", config=EngineConfig(chunk_size=100))
+    threaded = threaded.predict(texts)
     for task in TASKS:
         np.testing.assert_allclose(
             getattr(pooled, f"{task}_probs"), getattr(threaded, f"{task}_probs"), atol=1e-6
@@ -198,9 +200,11 @@ def test_bench_compares_precisions_against_fp32(tmp_path, headline_model_dir):
 
     from nlp import bench
 
-    out = tmp_path / "bench.json"
+    out, data = tmp_path / "bench.json", tmp_path / "texts.csv"
+    pd.DataFrame({"text": _corpus_texts(300)}).to_csv(data, index=False)
     argv = [
-        "--device", "cpu", "--model", str(headline_model_dir), "--n", "200", "--check-n", "100",
+        "--device", "cpu", "--model", str(headline_model_dir), "--data", str(data),
+        "--n", "200", "--check-n", "100",
         "--skip", "ceiling,pipeline64,pipeline1", "--compare-precision", "fp16-pure,fp16",
         "--output", str(out),
     ]  # fmt: skip
