@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     check, precision_checks = {}, {}
     if "check" not in skip:
         subset = texts[: args.check_n]
-        fp32 = Classifier(model=model, device=device)  # fp32 weights, and no autocast on CPU
+        fp32 = Classifier(model=model, device=device, fp32=True)  # no autocast, no TF32
         ref = fp32.predict(subset, batch_size=64)
         check = fp32_check(ref, engine.predict(subset))
         for precision in args.compare_precision:

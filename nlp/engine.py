@@ -19,8 +19,8 @@ and Python work per item are. The engine removes each of them:
 
 Texts longer than the encoder's window (rare in news feeds) take the windowed path of
 `nlp.inference.Classifier` with the same model, so a long article is still read in full.
-On CUDA the encoder runs in mixed precision by default: its matmuls and attention take an fp16
-copy of the weights, while LayerNorm and the residual stream stay in fp32 (see `PRECISIONS`).
+On CUDA the encoder runs on an fp16 copy of the weights by default; mixed precision (LayerNorm
+and the residual stream in fp32) is there too, 1.15x slower on the H200 (see `PRECISIONS`).
 On CPU it runs in fp32.
 """
 
@@ -56,8 +56,9 @@ _WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "OMP
 
 
 # name -> (dtype of the weight copy, mixed). Mixed: matmuls and attention in the low precision
-# under autocast, LayerNorm and therefore the residual stream in fp32 (the all-fp16 encoder moved
-# a 20-class topic head's probabilities by up to 0.019; docs/benchmarks.md).
+# under autocast, LayerNorm and therefore the residual stream in fp32. On the H200 mixed fp16
+# agreed with the check no better than the all-fp16 encoder and ran 1.15x slower, so "auto" on
+# CUDA is "fp16-pure" (docs/benchmarks.md).
 PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
     "fp16": (torch.float16, True),
     "bf16": (torch.bfloat16, True),
@@ -78,7 +79,7 @@ class EngineConfig:
     # tokenizer processes; 0: one thread in-process; None: 2 on CUDA with >= 8 cores, else 0
     tokenizer_workers: int | None = None
     word_cache: bool = True  # exact word cache for WordPiece tokenizers (tokenize_worker)
-    # one of PRECISIONS; "auto": "fp16" on CUDA, "fp32" elsewhere (any other value on any device)
+    # one of PRECISIONS; "auto": "fp16-pure" on CUDA, "fp32" elsewhere (any value on any device)
     precision: str = "auto"
     compile: bool = False  # torch.compile the scoring function (pays off for long backlogs)
 
@@ -152,17 +153,18 @@ class Engine:
         if workers is None:  # see docs/benchmarks.md
             workers = 2 if self.device.type == "cuda" and (os.cpu_count() or 1) >= 8 else 0
         self._workers, self._pool = workers, None
-        self._windowed = Classifier(model=model, device=self.device)
         # The weights are cast once (autocast alone would re-cast every weight on every forward); the
         # model itself keeps fp32 for training-style uses such as integrated gradients.
         precision = self.config.precision
         if precision == "auto":
-            precision = "fp16" if self.device.type == "cuda" else "fp32"
+            precision = "fp16-pure" if self.device.type == "cuda" else "fp32"
         if precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be 'auto' or one of {list(PRECISIONS)}, got {precision!r}"
             )
         self.precision = precision
+        # texts longer than the window: scored in windows by the plain classifier (bf16 on CUDA)
+        self._windowed = Classifier(model=model, device=self.device, fp32=precision == "fp32")
         self.encoder, self._autocast_dtype = reduced_precision(model.encoder, precision)
         temperatures = [model.temperature(task) for task in TASKS]
         self._inverse_t = torch.tensor(temperatures, device=self.device).reciprocal()

@@ -233,9 +233,13 @@ class Classifier:
         device: torch.device,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         overlap: float = DEFAULT_OVERLAP,
+        fp32: bool = False,
     ):
+        """`fp32`: the encoder in full fp32 on every device (a reference); otherwise it runs under
+        bf16 autocast on CUDA devices that support it."""
         self.model = model.to(device).eval()
         self.device = device
+        self._bf16 = False if fp32 else None
         self.sentiment_labels = model.sentiment_labels
         self.topic_labels = model.topic_labels
         self.model_version = model.model_version
@@ -270,7 +274,7 @@ class Classifier:
             chunk = prepare_texts(chunk, self.model.normalization)
             for group in _text_groups(chunk, char_limit=self.windows.char_limit):
                 windows = self.windows.split(chunk[group])
-                pooled = self.model.embed(windows.token_ids, batch_size=batch_size)  # (W, H)
+                pooled = self.model.embed(windows.token_ids, batch_size=batch_size, bf16=self._bf16)
                 with torch.inference_mode():
                     logits = self.model.classify(pooled.to(self.device))  # {task: (W, C)}
                     logits = {task: aggregate_logits(x, windows) for task, x in logits.items()}

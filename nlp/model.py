@@ -15,6 +15,7 @@ folder that looks valid but is not.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import json
@@ -79,6 +80,19 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     mask = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
     summed = (hidden.float() * mask).sum(dim=1)  # (B, H)
     return summed / mask.sum(dim=1).clamp(min=1.0)  # (B, H)
+
+
+@contextlib.contextmanager
+def full_fp32():
+    """fp32 matmuls and convolutions without TF32 (which keeps fp16's 10-bit mantissa), restored
+    after: what an fp32 reference must run under on CUDA whatever the process has set."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 class DualHeadClassifier(nn.Module):
@@ -197,13 +211,17 @@ class DualHeadClassifier(nn.Module):
         *,
         batch_size: int = 64,
         progress: str | None = None,
+        bf16: bool | None = None,
     ) -> torch.Tensor:
         """Pooled vectors (N, H) float32 in input order; length-sorted batches, padded per batch.
 
         Runs in eval mode (no dropout), so `classify(embed(ids))` equals the eval forward.
+        `bf16`: the encoder under bf16 autocast; None: on CUDA devices that support it. False is
+        full fp32 on any device, TF32 matmuls included off (a reference to check others against).
         """
         device = next(self.parameters()).device
-        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if bf16 is None:
+            bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         order = np.argsort([-len(ids) for ids in token_ids], kind="stable")  # longest first
         pooled = torch.empty((len(token_ids), self.encoder.config.hidden_size), dtype=torch.float32)
         was_training = self.training
@@ -214,7 +232,8 @@ class DualHeadClassifier(nn.Module):
             input_ids, attention_mask = pad_token_ids(
                 [token_ids[row] for row in rows], pad_token_id=self.tokenizer.pad_token_id
             )
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            precision = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else full_fp32()
+            with precision:
                 batch = self.encode(input_ids.to(device), attention_mask.to(device))  # (B, H)
             pooled[torch.from_numpy(rows)] = batch.float().cpu()
         self.train(was_training)

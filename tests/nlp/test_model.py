@@ -65,6 +65,30 @@ def test_forward_gives_both_heads(tiny_model):
     assert logits["sentiment"].shape == (2, 3) and logits["topic"].shape == (2, 3)
 
 
+def test_embed_precision_switch(tiny_model):
+    """bf16=False is full fp32 (no autocast, TF32 off during the forward, restored after), the
+    default off CUDA; bf16=True runs under bf16 autocast on any device."""
+    token_ids = tiny_model.tokenize(["Oil jumps as OPEC cuts", "Fed hikes", "Bank shares slide"])
+    seen = []
+    tiny_model.encoder.register_forward_hook(
+        lambda *_: seen.append(
+            (torch.is_autocast_enabled("cpu"), torch.backends.cuda.matmul.allow_tf32)
+        )
+    )
+    matmul = torch.backends.cuda.matmul
+    saved, matmul.allow_tf32 = matmul.allow_tf32, True
+    try:
+        default = tiny_model.embed(token_ids)
+        exact = tiny_model.embed(token_ids, bf16=False)
+        low = tiny_model.embed(token_ids, bf16=True)
+        assert matmul.allow_tf32 is True  # the caller's setting, restored
+    finally:
+        matmul.allow_tf32 = saved
+    assert seen == [(False, False), (False, False), (True, True)]
+    assert torch.equal(default, exact) and default.dtype == low.dtype == torch.float32
+    assert 0 < (low - exact).abs().max() < 0.1  # bf16 moves the vectors, a little
+
+
 def test_save_load_round_trip(tiny_model, tmp_path):
     model_dir = tmp_path / "model"
     version = tiny_model.save(model_dir, metadata={"quick": True}, extra_files={"note.txt": "hi"})
