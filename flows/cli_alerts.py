@@ -152,7 +152,9 @@ def detect_command(
         out = detect_file(input_csv, output_csv, config)
     except SeriesFileError as e:
         raise AlertsError(str(e)) from None
+    missing = int(out["value"].isna().sum())
     typer.echo(
-        f"scored {len(out)} rows ({window} windows) into {output_csv}: "
+        f"scored {len(out) - missing} rows ({window} windows) into {output_csv}: "
         f"{int(out['alert'].sum())} alerting rows"
+        + (f"; {missing} rows without a value left unscored" if missing else "")
     )

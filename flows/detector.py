@@ -735,8 +735,16 @@ class SeriesFileError(ValueError):
     """A series file the detector cannot read; the message is one line."""
 
 
+# A value cell that says "no observation" (compared after strip and lower-casing).
+MISSING_VALUES = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
 def read_series_csv(path) -> pd.DataFrame:
-    """Read and validate a ``timestamp,value`` CSV; rows keep their order."""
+    """Read and validate a ``timestamp,value`` CSV; rows keep their order.
+
+    An empty value (or NaN, NA, N/A, null, None) is a missing observation: NaN in `value`.
+    Anything else that is not a finite number is an error.
+    """
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
@@ -758,8 +766,10 @@ def read_series_csv(path) -> pd.DataFrame:
         raise SeriesFileError(
             f"row {row + 2}: timestamp {frame['timestamp'].iloc[row]!r} is not a date/time"
         )
-    values = pd.to_numeric(frame["value"].str.strip(), errors="coerce")
-    bad = values.isna() | ~np.isfinite(values.fillna(0))
+    text = frame["value"].str.strip()
+    missing = text.str.lower().isin(MISSING_VALUES)
+    values = pd.to_numeric(text.where(~missing), errors="coerce")  # (n,) NaN where missing
+    bad = ~missing & (values.isna() | ~np.isfinite(values.fillna(0)))
     if bad.any():
         row = int(bad.idxmax())
         raise SeriesFileError(
@@ -780,16 +790,25 @@ def infer_window(times: pd.Series) -> timedelta:
 
 
 def detect_file(input_path, output_path, config: DetectorConfig | None = None) -> pd.DataFrame:
-    """``yuqing detect``: write timestamp,value,anomaly_score,alert for every input row."""
+    """``yuqing detect``: write timestamp,value,anomaly_score,alert for every input row.
+
+    A row with a missing value is written with an empty score and alert 0; the detector skips
+    it, so the next observed row is scored as after a gap in the series.
+    """
     series = read_series_csv(input_path)
     config = config or DetectorConfig(window=infer_window(series["time"]))
-    scores = score_series(series["time"], series["value"], config)
+    observed = series["value"].notna().to_numpy()  # (n,)
+    scores = score_series(series["time"][observed], series["value"][observed], config)
+    anomaly_score = np.full(len(series), np.nan)
+    alert = np.zeros(len(series), dtype=np.int64)
+    anomaly_score[observed] = scores["anomaly_score"].round(4)
+    alert[observed] = scores["alert"]
     out = pd.DataFrame(
         {
             "timestamp": series["timestamp"],
             "value": series["value"],
-            "anomaly_score": scores["anomaly_score"].round(4),
-            "alert": scores["alert"],
+            "anomaly_score": anomaly_score,
+            "alert": alert,
         }
     )
     try:

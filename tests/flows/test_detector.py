@@ -290,6 +290,34 @@ def test_detect_file_uses_only_earlier_rows(tmp_path):
     assert out2["alert"][400] == 1
 
 
+def test_detect_file_skips_missing_values(tmp_path):
+    """Empty, NaN, null... values are gaps: written back with no score and alert 0, and the
+    observed rows score exactly as in the same file without those rows."""
+    times, values = seasonal_counts(days=2)
+    frame = pd.DataFrame(
+        {"timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": values.astype(str)}
+    )
+    frame.loc[400, "value"] = "1000"  # a spike right after a gap
+    gaps = [5, 120, 121, 398, 399, 500]
+    frame.loc[gaps, "value"] = ["", "NaN", " null ", "N/A", "none", "nan"]
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    frame.drop(index=gaps).to_csv(tmp_path / "dense.csv", index=False)
+    out = detect_file(tmp_path / "gaps.csv", tmp_path / "out.csv")
+    dense = detect_file(tmp_path / "dense.csv", tmp_path / "dense_out.csv")
+    written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert len(written) == len(frame) and (written["timestamp"] == frame["timestamp"]).all()
+    assert (written.loc[gaps, "anomaly_score"] == "").all() and (
+        written.loc[gaps, "value"] == ""
+    ).all()
+    assert (out.loc[gaps, "alert"] == 0).all() and out["anomaly_score"].isna().sum() == len(gaps)
+    observed = out.drop(index=gaps).reset_index(drop=True)
+    assert observed["anomaly_score"].equals(dense["anomaly_score"])
+    assert observed["alert"].equals(dense["alert"]) and out.loc[400, "alert"] == 1
+    (tmp_path / "inf.csv").write_text("timestamp,value\n2026-01-01T00:00Z,inf\n")
+    with pytest.raises(SeriesFileError, match="row 2: value 'inf' is not a finite number"):
+        read_series_csv(tmp_path / "inf.csv")
+
+
 def test_yuqing_detect_command(tmp_path):
     from flows.cli import app
 
@@ -302,6 +330,17 @@ def test_yuqing_detect_command(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "scored 288 rows" in result.output and (tmp_path / "o.csv").is_file()
+    assert "unscored" not in result.output
+    frame = pd.read_csv(tmp_path / "s.csv")
+    frame.loc[[3, 4], "value"] = None
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    result = CliRunner().invoke(
+        app, ["detect", "--input", str(tmp_path / "gaps.csv"), "--output", str(tmp_path / "g.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "scored 286 rows" in result.output and "2 rows without a value left unscored" in (
+        result.output
+    )
 
 
 def test_yuqing_detect_bad_input_is_one_line(tmp_path):
