@@ -82,6 +82,10 @@ class EngineConfig:
     # one of PRECISIONS; "auto": "fp16-pure" on CUDA, "fp32" elsewhere (any value on any device)
     precision: str = "auto"
     compile: bool = False  # torch.compile the scoring function (pays off for long backlogs)
+    # CUDA only: replay one captured CUDA graph per batch shape instead of launching the forward's
+    # kernels from Python one by one (rows padded up to a multiple of `graph_rows`)
+    cuda_graphs: bool = False
+    graph_rows: int = 256
 
 
 @dataclass
@@ -169,7 +173,13 @@ class Engine:
         temperatures = [model.temperature(task) for task in TASKS]
         self._inverse_t = torch.tensor(temperatures, device=self.device).reciprocal()
         self._score = self._score_batch
-        if self.config.compile:
+        if self.config.cuda_graphs:
+            if self.device.type != "cuda":
+                raise ValueError(f"cuda_graphs needs a CUDA device, not {self.device}")
+            if self.config.compile:
+                raise ValueError("choose one of compile and cuda_graphs")
+            self._score = _GraphedScore(self._score_batch, row_multiple=self.config.graph_rows)
+        elif self.config.compile:
             self._score = torch.compile(self._score_batch, dynamic=False)
 
     @classmethod
@@ -180,6 +190,14 @@ class Engine:
         return cls(DualHeadClassifier.load(model_dir, device=device), device=device, config=config)
 
     # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def cuda_graphs(self) -> dict | None:
+        """With `cuda_graphs`: the graphs captured so far and whether capture failed (the engine
+        then scores eagerly); None otherwise."""
+        if not isinstance(self._score, _GraphedScore):
+            return None
+        return {"captured": len(self._score._graphs), "eager": self._score.eager}
 
     def predict(self, texts: Iterable[str]) -> Predictions:
         """All predictions in input order (holds the results, not the texts, in memory)."""
@@ -475,6 +493,69 @@ def _main_module_hidden():
         main.__spec__ = spec
         if file is not None:
             main.__file__ = file
+
+
+class _GraphedScore:
+    """The scoring step as one CUDA graph per (rows, width) batch shape.
+
+    Eager mode launches a few hundred kernels per batch from Python, and on a fast GPU that host
+    work is as long as the GPU's (docs/benchmarks.md). A replay launches them all at once. Rows
+    are padded up to a multiple of `row_multiple` (padding rows have length 1 and are dropped),
+    so a chunk's few distinct shapes are captured once each and then replayed.
+
+    The graphs share one memory pool. That is safe because replays run one after another on the
+    engine's stream and the caller consumes a replay's outputs (they are views of the graph's
+    static outputs) with work queued before the next replay. If capture fails (an operation that
+    waits for the device inside the forward), the engine logs it once and stays eager.
+    """
+
+    def __init__(self, score, *, row_multiple: int):
+        self._score, self.row_multiple = score, row_multiple
+        self._graphs: dict[tuple[int, int], tuple] = {}
+        self._pool = None
+        self.eager = False  # set when capture failed
+
+    def __call__(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.eager:
+            return self._score(input_ids, lengths)
+        rows, width = input_ids.shape
+        key = (_round_up(rows, self.row_multiple), width)
+        entry = self._graphs.get(key) or self._capture(key, input_ids, lengths)
+        if entry is None:
+            return self._score(input_ids, lengths)
+        graph, static_ids, static_lengths, outputs = entry
+        static_ids[:rows].copy_(input_ids)
+        static_lengths[:rows].copy_(lengths)
+        static_lengths[rows:].fill_(1)
+        graph.replay()
+        return tuple(output[:rows] for output in outputs)
+
+    def _capture(self, key: tuple[int, int], input_ids: torch.Tensor, lengths: torch.Tensor):
+        rows, width = key
+        device = input_ids.device
+        static_ids = torch.zeros((rows, width), dtype=input_ids.dtype, device=device)
+        static_lengths = torch.ones((rows,), dtype=lengths.dtype, device=device)
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS handles, kernel choice
+                for _ in range(2):
+                    self._score(static_ids, static_lengths)
+            torch.cuda.current_stream(device).wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                outputs = self._score(static_ids, static_lengths)
+        except RuntimeError as error:
+            logger.warning("CUDA graph capture failed, scoring eagerly: %s", error)
+            self.eager = True
+            with contextlib.suppress(RuntimeError):  # a broken capture may leave its error behind
+                torch.cuda.synchronize(device)
+            return None
+        self._graphs[key] = (graph, static_ids, static_lengths, outputs)
+        logger.debug("captured a CUDA graph for batches of %d x %d", rows, width)
+        return self._graphs[key]
 
 
 def _round_up(value: int, multiple: int) -> int:
