@@ -20,7 +20,7 @@ and Python work per item are. The engine removes each of them:
 Texts longer than the encoder's window (rare in news feeds) take the windowed path of
 `nlp.inference.Classifier` with the same model, so a long article is still read in full.
 On CUDA the encoder runs on an fp16 copy of the weights by default; mixed precision (LayerNorm
-and the residual stream in fp32) is there too, 1.15x slower on the H200 (see `PRECISIONS`).
+and the residual stream in fp32) is there too, 1.16x slower on the H200 (see `PRECISIONS`).
 On CPU it runs in fp32.
 """
 
@@ -57,7 +57,7 @@ _WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "OMP
 
 # name -> (dtype of the weight copy, mixed). Mixed: matmuls and attention in the low precision
 # under autocast, LayerNorm and therefore the residual stream in fp32. On the H200 mixed fp16
-# agreed with the check no better than the all-fp16 encoder and ran 1.15x slower, so "auto" on
+# agreed with the check no better than the all-fp16 encoder and ran 1.16x slower, so "auto" on
 # CUDA is "fp16-pure" (docs/benchmarks.md).
 PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
     "fp16": (torch.float16, True),
@@ -167,7 +167,7 @@ class Engine:
                 f"precision must be 'auto' or one of {list(PRECISIONS)}, got {precision!r}"
             )
         self.precision = precision
-        # texts longer than the window: scored in windows by the plain classifier (bf16 on CUDA)
+        # texts longer than the window: the windowed classifier (bf16 on CUDA unless precision fp32)
         self._windowed = Classifier(model=model, device=self.device, fp32=precision == "fp32")
         self.encoder, self._autocast_dtype = reduced_precision(model.encoder, precision)
         temperatures = [model.temperature(task) for task in TASKS]
