@@ -223,9 +223,9 @@ def run_demo(*, workdir: Path, data_dir: Path | None) -> dict:
                 "to": str(message["To"]),
                 "parts": [part.get_content_type() for part in message.iter_parts()],
                 "text": plain_text(message),
-                "file": str(paths.mail / f"{i:03d}.eml"),
+                "file": str(path),
             }
-            for i, message in enumerate(mailbox.received, start=1)
+            for message, path in zip(mailbox.received, mailbox.saved, strict=True)
         ]
     return {
         "workdir": str(paths.workdir),

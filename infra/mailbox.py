@@ -22,6 +22,7 @@ class Mailbox:
     sender: str = "yuqing@localhost"
     recipient: str = "risk-desk@localhost"
     received: list[EmailMessage] = field(default_factory=list)
+    saved: list[Path] = field(default_factory=list)  # with `folder`: the file of each message
     _controller: object = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -53,7 +54,9 @@ class Mailbox:
         with self._lock:
             self.received.append(message)
             if self.folder is not None:
-                (self.folder / f"{len(self.received):03d}.eml").write_bytes(content)
+                path = self.folder / f"{len(self.received):03d}.eml"
+                path.write_bytes(content)
+                self.saved.append(path)
 
     def stop(self) -> None:
         if self._controller is not None:

@@ -9,15 +9,17 @@ documents per second, the ratio to the batch-64 pipeline, and peak host and devi
   head (the encoder with a sequence-classification head), as a user would first write it;
 - pipeline, batch 64: the same with `batch_size=64`;
 - engine: `nlp.engine.Engine`, raw strings in, both heads' labels and calibrated probabilities
-  out (an fp16 weight copy on CUDA, fp32 on CPU; `--precision`), once as a new engine's first pass (empty word cache) and then
-  as the same engine again (the steady state of a long-running monitor);
+  out (an fp16 weight copy on CUDA, fp32 on CPU; `--precision`), once as a new engine's first
+  pass (empty word cache) and then as the same engine again (the steady state of a
+  long-running monitor);
 - ceiling: the model alone (encoder + pooling + both heads) on pre-tokenized, pre-padded batches
   already on the device (1024 x 48 on CUDA, 64 x 48 on CPU): what the device can do at best.
 
 It also checks the engine against a plain fp32 reference (`nlp.inference.Classifier` with
 `fp32=True`: no autocast, no TF32) on a subset: label agreement, the largest probability
-difference and the share of items with the same label and every probability within 0.01. Texts come from CSV/Parquet
-files with a `text` column (default: the shared finance data), sampled with a fixed seed.
+difference and the share of items with the same label and every probability within 0.01.
+Texts come from CSV/Parquet files with a `text` column (default: the shared finance data),
+sampled with a fixed seed.
 The figures are printed as one markdown table and written as JSON.
 """
 

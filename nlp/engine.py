@@ -157,8 +157,8 @@ class Engine:
         if workers is None:  # see docs/benchmarks.md
             workers = 2 if self.device.type == "cuda" and (os.cpu_count() or 1) >= 8 else 0
         self._workers, self._pool = workers, None
-        # The weights are cast once (autocast alone would re-cast every weight on every forward); the
-        # model itself keeps fp32 for training-style uses such as integrated gradients.
+        # The weights are cast once (autocast alone would re-cast every weight on every forward);
+        # the model itself keeps fp32 for training-style uses such as integrated gradients.
         precision = self.config.precision
         if precision == "auto":
             precision = "fp16-pure" if self.device.type == "cuda" else "fp32"
