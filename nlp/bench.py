@@ -157,11 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-n", type=int, default=2000, help="texts for the fp32 check")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine")
     parser.add_argument(
-        "--cuda-graphs", action="store_true", help="one CUDA graph per batch shape (CUDA only)"
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one CUDA graph per batch shape (default: on CUDA unless --compile)",
     )
     parser.add_argument("--tokenizer-workers", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--chunk-size", type=int, default=EngineConfig.chunk_size)
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="texts per chunk (default 16384 on CUDA, else 8192)",
+    )
     parser.add_argument("--no-word-cache", action="store_true")
     parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
     parser.add_argument(

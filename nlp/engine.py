@@ -16,6 +16,8 @@ and Python work per item are. The engine removes each of them:
 5. One forward serves both heads: encoder (SDPA attention) -> mean pooling -> two linear heads ->
    temperature -> softmax. Results are scattered back to input order on the device and copied
    to the host once per chunk.
+6. On CUDA each batch shape's forward is captured once as a CUDA graph and replayed, so a batch
+   costs one launch instead of a few hundred from Python.
 
 Texts longer than the encoder's window (rare in news feeds) take the windowed path of
 `nlp.inference.Classifier` with the same model, so a long article is still read in full.
@@ -70,8 +72,13 @@ PRECISIONS: dict[str, tuple[torch.dtype, bool]] = {
 
 @dataclass(frozen=True)
 class EngineConfig:
-    chunk_size: int = 8192  # texts tokenized (ahead) and scored together
+    # texts tokenized (ahead) and scored together; None: 16384 on CUDA, 8192 elsewhere. Longer
+    # chunks sort more texts by length, so batches carry less padding (docs/benchmarks.md)
+    chunk_size: int | None = None
     first_chunk: int = 1024  # the first chunk is smaller, so the device starts sooner
+    # chunks double from `first_chunk` up to `chunk_size`, so the tokenizer keeps ahead of the
+    # device from the start; False: `first_chunk`, then `chunk_size` at once
+    grow: bool = True
     batch_size: int | None = None  # rows per forward at most; None: 2048 on CUDA, 64 on CPU
     max_batch_tokens: int | None = None  # rows x padded length at most; None: batch_size x 64
     pad_multiple: int = 8
@@ -83,8 +90,9 @@ class EngineConfig:
     precision: str = "auto"
     compile: bool = False  # torch.compile the scoring function (pays off for long backlogs)
     # CUDA only: replay one captured CUDA graph per batch shape instead of launching the forward's
-    # kernels from Python one by one (rows padded up to a multiple of `graph_rows`)
-    cuda_graphs: bool = False
+    # kernels from Python one by one (rows padded up to a multiple of `graph_rows`); None: on CUDA
+    # unless `compile`, off elsewhere
+    cuda_graphs: bool | None = None
     graph_rows: int = 256
 
 
@@ -131,11 +139,19 @@ class Engine:
     ):
         config = config or EngineConfig()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        batch_size = config.batch_size or (2048 if self.device.type == "cuda" else 64)
+        cuda = self.device.type == "cuda"
+        batch_size = config.batch_size or (2048 if cuda else 64)
+        graphs = config.cuda_graphs
+        if graphs and not cuda:
+            raise ValueError(f"cuda_graphs needs a CUDA device, not {self.device}")
+        if graphs and config.compile:
+            raise ValueError("choose one of compile and cuda_graphs")
         self.config = dataclasses.replace(
             config,
+            chunk_size=config.chunk_size or (16384 if cuda else 8192),
             batch_size=batch_size,
             max_batch_tokens=config.max_batch_tokens or batch_size * 64,
+            cuda_graphs=cuda and not config.compile if graphs is None else graphs,
         )
         self.model = model.to(self.device).eval()
         self.labels = {task: np.array(model.labels(task), dtype=object) for task in TASKS}
@@ -174,11 +190,8 @@ class Engine:
         self._inverse_t = torch.tensor(temperatures, device=self.device).reciprocal()
         self._score = self._score_batch
         if self.config.cuda_graphs:
-            if self.device.type != "cuda":
-                raise ValueError(f"cuda_graphs needs a CUDA device, not {self.device}")
-            if self.config.compile:
-                raise ValueError("choose one of compile and cuda_graphs")
-            self._score = _GraphedScore(self._score_batch, row_multiple=self.config.graph_rows)
+            rows = min(self.config.graph_rows, batch_size)  # small batches: no padding beyond them
+            self._score = _GraphedScore(self._score_batch, row_multiple=rows)
         elif self.config.compile:
             self._score = torch.compile(self._score_batch, dynamic=False)
 
@@ -226,11 +239,12 @@ class Engine:
         def produce() -> None:
             try:
                 iterator, start = iter(texts), 0
-                size = min(self.config.first_chunk, self.config.chunk_size)
+                limit = self.config.chunk_size
+                size = min(self.config.first_chunk, limit)
                 pending: collections.deque = collections.deque()
                 while not stop.is_set():
                     chunk = list(itertools.islice(iterator, size))
-                    size = self.config.chunk_size
+                    size = min(size * 2, limit) if self.config.grow else limit
                     if chunk:
                         pending.append((start, chunk, self._submit(pool, chunk)))
                         start += len(chunk)

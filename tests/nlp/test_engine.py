@@ -13,7 +13,7 @@ import pytest
 
 from nlp.engine import Engine, EngineConfig
 from nlp.inference import Classifier
-from nlp.model import DEFAULT_BASE, TASKS, resolve_base
+from nlp.model import DEFAULT_BASE, TASKS, DualHeadClassifier, resolve_base
 from nlp.tokenize_worker import Encoder
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -137,10 +137,25 @@ def test_mixed_precision_keeps_layernorm_and_the_residual_stream_in_fp32(headlin
         Engine.load(headline_model_dir, device="cpu", config=EngineConfig(precision="fp8"))
 
 
-def test_cuda_graphs_are_refused_off_cuda_and_with_compile(headline_model_dir):
+def test_cuda_graphs_are_refused_off_cuda_and_off_by_default_there(headline_model_dir):
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device, not cpu"):
         Engine.load(headline_model_dir, device="cpu", config=EngineConfig(cuda_graphs=True))
-    assert Engine.load(headline_model_dir, device="cpu").cuda_graphs is None
+    engine = Engine.load(headline_model_dir, device="cpu")
+    assert engine.cuda_graphs is None
+    assert (engine.config.cuda_graphs, engine.config.chunk_size) == (False, 8192)
+
+
+@pytest.mark.skipif(not _cuda(), reason="no CUDA device")
+def test_cuda_defaults_graphs_and_long_chunks(headline_model_dir):
+    engine = Engine.load(headline_model_dir, device="cuda")
+    assert (engine.config.cuda_graphs, engine.config.chunk_size) == (True, 16384)
+    assert engine.cuda_graphs == {"captured": 0, "eager": False}
+    compiled = Engine.load(headline_model_dir, device="cuda", config=EngineConfig(compile=True))
+    assert compiled.config.cuda_graphs is False and compiled.cuda_graphs is None
+    with pytest.raises(ValueError, match="choose one of compile and cuda_graphs"):
+        Engine.load(
+            headline_model_dir, device="cuda", config=EngineConfig(compile=True, cuda_graphs=True)
+        )
 
 
 @pytest.mark.skipif(not _cuda(), reason="no CUDA device")
@@ -148,7 +163,10 @@ def test_cuda_graphs_give_the_eager_results(headline_model_dir):
     """Graph replays (rows padded to 256) score exactly what the eager engine scores, also when
     one shape is replayed for batches of different sizes."""
     texts = _corpus_texts(3000) + ODD_TEXTS
-    eager = Engine.load(headline_model_dir, device="cuda", config=EngineConfig(chunk_size=700))
+    eager = Engine.load(
+        headline_model_dir, device="cuda", config=EngineConfig(chunk_size=700, cuda_graphs=False)
+    )
+    assert eager.cuda_graphs is None
     graphed = Engine.load(
         headline_model_dir, device="cuda", config=EngineConfig(chunk_size=700, cuda_graphs=True)
     )
@@ -192,6 +210,16 @@ def test_stream_reads_the_input_lazily_and_keeps_order(headline_model_dir):
     assert starts == [0, 50, 100, 150]
     # bounded: the 4 yielded, 1 on the device, `prefetch` queued, 2 in the producer's hands
     assert pulled <= 50 * (4 + 1 + engine.config.prefetch + 2)
+
+
+def test_chunks_double_from_the_first_up_to_chunk_size(headline_model_dir):
+    texts = [f"shares of company {i} plunge" for i in range(300)]
+    model = DualHeadClassifier.load(headline_model_dir)
+    for grow, want in ((True, [0, 10, 30, 70, 150, 230]), (False, [0, 10, 90, 170, 250])):
+        config = EngineConfig(first_chunk=10, chunk_size=80, grow=grow)
+        parts = list(Engine(model, device="cpu", config=config).stream(texts))
+        assert [part.start for part in parts] == want
+        assert sum(len(part) for part in parts) == len(texts)
 
 
 def test_empty_input(headline_model_dir):
@@ -250,3 +278,33 @@ def test_bench_compares_precisions_against_fp32(tmp_path, headline_model_dir):
         assert 0 < check["topic"]["max_prob_diff"] <= 0.01
     with pytest.raises(SystemExit):
         bench.main([*argv[:-4], "--compare-precision", "fp8", "--output", str(out)])
+
+
+def test_bench_configs_reports_each_config(tmp_path, headline_model_dir, capsys):
+    from nlp import bench_configs
+
+    data = tmp_path / "texts.csv"
+    pd.DataFrame({"text": _corpus_texts(300)}).to_csv(data, index=False)
+    argv = [
+        "--device",
+        "cpu",
+        "--model",
+        str(headline_model_dir),
+        "--data",
+        str(data),
+        "--n",
+        "150",
+    ]
+    configs = ["--config", 'small={"chunk_size": 40}', "--config", 'graphs={"cuda_graphs": true}']
+    assert bench_configs.main([*argv, *configs, "--config", "default={}"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| small", "| default"]  # no graphs on CPU
+    for row in rows[1:]:
+        steady, side, ceiling, share = (
+            float(c.strip(" |").replace(",", "")) for c in row.split(" | ")[2:6]
+        )
+        assert min(steady, side, ceiling) > 0 and share == pytest.approx(steady / ceiling, abs=2e-3)
+    for bad in ('x={"chunk": 1}', "x", "x=[1]", "x={"):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_configs.main([*argv, "--config", bad])
+        assert exit_info.value.code == 2
