@@ -151,7 +151,7 @@ class Engine:
             chunk_size=config.chunk_size or (16384 if cuda else 8192),
             batch_size=batch_size,
             max_batch_tokens=config.max_batch_tokens or batch_size * 64,
-            cuda_graphs=cuda and not config.compile if graphs is None else graphs,
+            cuda_graphs=(cuda and not config.compile) if graphs is None else graphs,
         )
         self.model = model.to(self.device).eval()
         self.labels = {task: np.array(model.labels(task), dtype=object) for task in TASKS}
