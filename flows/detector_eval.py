@@ -43,6 +43,7 @@ is a false alert.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import string
@@ -533,6 +534,19 @@ def yuqing_alerts(series: LabelledSeries, open_level: float) -> np.ndarray:
     return score_series(series.times, series.values, config)["alert"].to_numpy().astype(bool)
 
 
+def overrides_candidate(overrides: dict) -> Candidate:
+    """yuqing with some `DetectorConfig` fields changed, tuned and scored like yuqing."""
+    base = replace(DetectorConfig(), **overrides)  # unknown fields raise TypeError here
+
+    def alerts(series: LabelledSeries, open_level: float) -> np.ndarray:
+        config = replace(base, open_level=open_level)
+        return score_series(series.times, series.values, config)["alert"].to_numpy().astype(bool)
+
+    levels = tuple(float(v) for v in np.round(np.arange(3.5, 6.0 + 0.025, 0.05), 3))
+    name = "yuqing " + json.dumps(overrides, sort_keys=True)
+    return Candidate(name, alerts, levels, base.open_level, False)
+
+
 def module_candidate(path: Path) -> Candidate:
     """Another version of flows/detector.py (e.g. ``git show REV:flows/detector.py > f.py``),
     scored like yuqing, so a change can be compared with what it replaces on the same set."""
@@ -666,17 +680,40 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="another version of flows/detector.py to score beside the current one",
     )
+    parser.add_argument(
+        "--no-texts",
+        action="store_true",
+        help="leave out the series built from ../shared/data (the other families score in seconds)",
+    )
+    parser.add_argument(
+        "--overrides",
+        default=None,
+        metavar="JSON",
+        help='also score yuqing with these DetectorConfig fields changed, e.g. {"burst_alpha": 0.05}',
+    )
     args = parser.parse_args(argv)
+    if args.dev_seeds < 1:
+        parser.error("--dev-seeds must be at least 1 (thresholds are tuned on them)")
+    if args.plot is not None and args.test_seeds < 1:
+        parser.error("--plot draws a test series: it needs --test-seeds 1 or more")
+    extra = [module_candidate(args.compare_module)] if args.compare_module else []
+    if args.overrides is not None:
+        try:
+            overrides = json.loads(args.overrides)
+            if not isinstance(overrides, dict):
+                raise TypeError(f"expected a JSON object, got {args.overrides!r}")
+            extra.append(overrides_candidate(overrides))
+        except (ValueError, TypeError) as e:
+            parser.error(f"--overrides: {e}")
     out = sys.stdout
     dev_seeds, test_seeds = DEV_SEEDS[: args.dev_seeds], TEST_SEEDS[: args.test_seeds]
     out.write(f"weeks={args.weeks} dev seeds={list(dev_seeds)} test seeds={list(test_seeds)}\n")
-    splits = {
-        "dev": build_set(weeks=args.weeks, seeds=dev_seeds),
-        "test": build_set(weeks=args.weeks, seeds=test_seeds),
-    }
+    texts = not args.no_texts
+    splits = {"dev": build_set(weeks=args.weeks, seeds=dev_seeds, with_texts=texts)}
+    if test_seeds:  # --test-seeds 0: a dev-only run, for trying a change without the test seeds
+        splits["test"] = build_set(weeks=args.weeks, seeds=test_seeds, with_texts=texts)
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
     comparison = []
-    extra = [module_candidate(args.compare_module)] if args.compare_module else []
     for candidate in [*candidates(), *extra]:
         if wanted and candidate.name not in wanted and candidate not in extra:
             continue
@@ -690,7 +727,9 @@ def main(argv: list[str] | None = None) -> None:
             for split, series_list in splits.items():
                 results = run_candidate(candidate, series_list, value, cache)
                 setting = f"{value:.3g} ({label})"
-                if candidate.name in ("yuqing", "oracle scan"):
+                if candidate.name in ("yuqing", "oracle scan") or candidate.name.startswith(
+                    "yuqing {"
+                ):
                     title = f"{candidate.name}, threshold {setting}, {split} seeds"
                     out.write(f"\n#### {title}\n\n{markdown(summarise(results))}\n\n")
                     out.write(markdown(recall_by_size(results)) + "\n\n")

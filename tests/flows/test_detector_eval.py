@@ -134,3 +134,57 @@ def test_baselines_fire_on_a_big_spike():
     assert baselines.oracle_score(series)[at] > 10
     assert baselines.seasonal_esd_score(series)[at] > 1
     assert isinstance(pd.Series(baselines.skyline_score(series)).max(), float)
+
+
+def test_decomposition_swaps_in_the_truth_and_nothing_else():
+    from flows import detector_decompose as dec
+    from flows.detector import DetectorConfig, score_series
+
+    series = count_series(np.random.default_rng(5), weeks=2, base=10.0, name="c")
+    config = DetectorConfig()
+    truth = dec.score(series, config, ("true", "true", "none"))
+    floor = np.maximum(config.min_rate, series.expected)
+    np.testing.assert_allclose(truth["expected"].to_numpy(), floor)
+    as_is = dec.score(series, config, dec.VARIANTS[0])
+    plain = score_series(series.times, series.values, config)
+    np.testing.assert_allclose(as_is["expected"].to_numpy(), plain["expected"].to_numpy())
+    assert (as_is["alert"].to_numpy() == plain["alert"].to_numpy()).all()
+    assert not np.allclose(as_is["expected"].to_numpy(), floor)
+
+
+def test_decomposition_cli(capsys):
+    from flows import detector_decompose as dec
+
+    assert dec.main(["--family", "sparse", "--seeds", "1", "--weeks", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(dec.VARIANTS)
+    assert "baseline error after week 1" in out
+    for bad in (["--seeds", "0"], ["--weeks", "1"], ["--family", "gauss"]):
+        with pytest.raises(SystemExit) as exit_info:
+            dec.main(bad)
+        assert exit_info.value.code == 2
+
+
+def test_eval_cli_scores_config_overrides_on_dev_only(capsys):
+    from flows import detector_eval
+
+    argv = ["--weeks", "1", "--dev-seeds", "1", "--test-seeds", "0", "--only", "yuqing"]
+    argv += ["--no-texts"]
+    detector_eval.main([*argv, "--overrides", '{"burst_alpha": 0.05}'])
+    out = capsys.readouterr().out
+    assert 'yuqing {"burst_alpha": 0.05}, threshold' in out
+    comparison = out.split("#### comparison")[1]
+    rows = [line for line in comparison.splitlines() if line.startswith("| yuqing")]
+    assert {row.split(" | ")[0] for row in rows} == {"| yuqing", '| yuqing {"burst_alpha": 0.05}'}
+    assert all(" | dev | " in row for row in rows)  # no test seeds were scored
+    for bad in (
+        ["--overrides", '{"no_such_field": 1}'],
+        ["--overrides", "[1]"],
+        ["--overrides", "{"],
+        ["--dev-seeds", "0"],
+        ["--test-seeds", "0", "--plot", "x.png"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            detector_eval.main(bad)
+        assert exit_info.value.code == 2
