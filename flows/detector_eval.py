@@ -529,22 +529,20 @@ class Candidate:
     score_once: bool = True  # False: the threshold changes the detector's state (yuqing)
 
 
-def yuqing_alerts(series: LabelledSeries, open_level: float) -> np.ndarray:
-    config = replace(DetectorConfig(), open_level=open_level)
-    return score_series(series.times, series.values, config)["alert"].to_numpy().astype(bool)
+def _grid(lo: float, hi: float, step: float) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.round(np.arange(lo, hi + step / 2, step), 3))
 
 
-def overrides_candidate(overrides: dict) -> Candidate:
-    """yuqing with some `DetectorConfig` fields changed, tuned and scored like yuqing."""
-    base = replace(DetectorConfig(), **overrides)  # unknown fields raise TypeError here
+def yuqing_candidate(overrides: dict | None = None) -> Candidate:
+    """yuqing, or yuqing with some `DetectorConfig` fields changed (named after them)."""
+    base = replace(DetectorConfig(), **(overrides or {}))  # unknown fields raise TypeError here
 
     def alerts(series: LabelledSeries, open_level: float) -> np.ndarray:
         config = replace(base, open_level=open_level)
         return score_series(series.times, series.values, config)["alert"].to_numpy().astype(bool)
 
-    levels = tuple(float(v) for v in np.round(np.arange(3.5, 6.0 + 0.025, 0.05), 3))
-    name = "yuqing " + json.dumps(overrides, sort_keys=True)
-    return Candidate(name, alerts, levels, base.open_level, False)
+    name = "yuqing" + (" " + json.dumps(overrides, sort_keys=True) if overrides else "")
+    return Candidate(name, alerts, _grid(3.5, 6.0, 0.05), base.open_level, False)
 
 
 def module_candidate(path: Path) -> Candidate:
@@ -569,17 +567,12 @@ def module_candidate(path: Path) -> Candidate:
 def candidates() -> list[Candidate]:
     from flows import detector_baselines as b
 
-    def grid(lo: float, hi: float, step: float) -> tuple[float, ...]:
-        return tuple(float(v) for v in np.round(np.arange(lo, hi + step / 2, step), 3))
-
     return [
-        Candidate(
-            "yuqing", yuqing_alerts, grid(3.5, 6.0, 0.05), DetectorConfig().open_level, False
-        ),
-        Candidate("oracle scan", b.oracle_score, grid(3.0, 6.0, 0.05)),
-        Candidate("rolling z (1 day)", b.rolling_z_score, grid(3.0, 15.0, 0.25), 3.0),
+        yuqing_candidate(),
+        Candidate("oracle scan", b.oracle_score, _grid(3.0, 6.0, 0.05)),
+        Candidate("rolling z (1 day)", b.rolling_z_score, _grid(3.0, 15.0, 0.25), 3.0),
         Candidate("Skyline ensemble", b.skyline_score, tuple(k / 7 for k in range(1, 8)), 5 / 7),
-        Candidate("seasonal ESD (ADVec-style)", b.seasonal_esd_score, grid(0.8, 5.0, 0.1), 1.0),
+        Candidate("seasonal ESD (ADVec-style)", b.seasonal_esd_score, _grid(0.8, 5.0, 0.1), 1.0),
     ]
 
 
@@ -702,7 +695,7 @@ def main(argv: list[str] | None = None) -> None:
             overrides = json.loads(args.overrides)
             if not isinstance(overrides, dict):
                 raise TypeError(f"expected a JSON object, got {args.overrides!r}")
-            extra.append(overrides_candidate(overrides))
+            extra.append(yuqing_candidate(overrides))
         except (ValueError, TypeError) as e:
             parser.error(f"--overrides: {e}")
     out = sys.stdout
@@ -727,9 +720,7 @@ def main(argv: list[str] | None = None) -> None:
             for split, series_list in splits.items():
                 results = run_candidate(candidate, series_list, value, cache)
                 setting = f"{value:.3g} ({label})"
-                if candidate.name in ("yuqing", "oracle scan") or candidate.name.startswith(
-                    "yuqing {"
-                ):
+                if candidate.name.startswith("yuqing") or candidate.name == "oracle scan":
                     title = f"{candidate.name}, threshold {setting}, {split} seeds"
                     out.write(f"\n#### {title}\n\n{markdown(summarise(results))}\n\n")
                     out.write(markdown(recall_by_size(results)) + "\n\n")

@@ -60,6 +60,29 @@ def load_texts(paths: list[str], n: int, seed: int) -> list[str]:
     return pool.iloc[rng.choice(len(pool), size=n, replace=n > len(pool))].tolist()
 
 
+def pick_device(parser: argparse.ArgumentParser, name: str | None) -> torch.device:
+    """`--device`, or CUDA when one is visible; a usage error if CUDA is asked for but absent."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but no CUDA device is visible")
+    return torch.device(name)
+
+
+def bench_model(
+    model_dir: str | None, base: str, device: torch.device, seed: int
+) -> DualHeadClassifier:
+    """A trained yuqing model, or `base` with untrained heads (3 sentiments, 20 topics):
+    throughput does not depend on the heads' weights."""
+    if model_dir:
+        return DualHeadClassifier.load(model_dir, device=device)
+    torch.manual_seed(seed)
+    return DualHeadClassifier.from_base(
+        base,
+        sentiment_labels=["negative", "neutral", "positive"],
+        topic_labels=[f"topic-{i:02d}" for i in range(20)],
+    ).to(device).eval()  # fmt: skip
+
+
 def _reset_host_peak() -> None:
     try:  # Linux: "5" resets the peak resident set size (VmHWM) of this process
         Path("/proc/self/clear_refs").write_text("5")
@@ -188,12 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--compare-precision: unknown {unknown}; known: {list(PRECISIONS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device_name == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but no CUDA device is visible")
-    if args.cuda_graphs and (device_name != "cuda" or args.compile):
+    device = pick_device(parser, args.device)
+    if args.cuda_graphs and (device.type != "cuda" or args.compile):
         parser.error("--cuda-graphs needs --device cuda and no --compile")
-    device = torch.device(device_name)
     # On CUDA a backlog-sized default: 20,000 texts last the engine 0.15 s, so starting the
     # pipeline (first chunk tokenized before the device has work) weighs on the figure.
     n = args.n or (200000 if device.type == "cuda" else 4000)
@@ -204,17 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"cannot read the texts: {e}")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
-    if args.model:
-        model = DualHeadClassifier.load(args.model, device=device)
-        base_source = str(Path(args.model) / "encoder")
-    else:
-        torch.manual_seed(args.seed)
-        model = DualHeadClassifier.from_base(
-            args.base,
-            sentiment_labels=["negative", "neutral", "positive"],
-            topic_labels=[f"topic-{i:02d}" for i in range(20)],
-        ).to(device).eval()  # fmt: skip
-        base_source = resolve_base(args.base)
+    model = bench_model(args.model, args.base, device, args.seed)
+    base_source = str(Path(args.model) / "encoder") if args.model else resolve_base(args.base)
     n_params = sum(p.numel() for p in model.parameters())
     token_lengths = np.array([len(ids) for ids in model.tokenize(texts[:5000])])
     engine = Engine(

@@ -22,13 +22,12 @@ import argparse
 import json
 import logging
 import sys
-import time
 
 import torch
 
-from nlp.bench import DEFAULT_DATA, ceiling_fn, load_texts
+from nlp.bench import DEFAULT_DATA, bench_model, ceiling_fn, load_texts, measure, pick_device
 from nlp.engine import Engine, EngineConfig
-from nlp.model import DEFAULT_BASE, DualHeadClassifier
+from nlp.model import DEFAULT_BASE
 
 DEFAULT_CONFIGS = (
     ("default", {}),
@@ -42,32 +41,20 @@ DEFAULT_CONFIGS = (
 DEVICE_SIDE_TEXTS = 65536
 
 
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def device_side_rate(engine: Engine, texts: list[str]) -> float:
-    """Documents/s of the engine's launch/finish loop on chunks tokenized beforehand."""
+    """Documents/s of the engine's launch/finish loop on chunks tokenized beforehand (the
+    best of two passes, after a warm-up pass: graph capture, kernels)."""
     size = engine.config.chunk_size
     chunks = [engine._collect(s, texts[s : s + size], None) for s in range(0, len(texts), size)]
 
     def run() -> None:
-        flight = None
-        for item in chunks:
-            queued = engine._launch(item)
-            if flight is not None:
-                engine._finish(flight)
-            flight = queued
-        engine._finish(flight)
+        for _ in engine._score_chunks(chunks):
+            pass
 
-    run()  # warm-up: graph capture, kernels
-    return len(texts) / min(_timed(run, engine.device) for _ in range(2))
+    run()
+    return max(
+        measure("device side", run, len(texts), engine.device)["docs_per_s"] for _ in range(2)
+    )
 
 
 def parse_config(text: str) -> tuple[str, dict]:
@@ -98,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = [parse_config(c) for c in args.config] if args.config else list(DEFAULT_CONFIGS)
     except (ValueError, TypeError) as e:
         parser.error(f"--config: {e}")
-    device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device_name == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but no CUDA device is visible")
-    device = torch.device(device_name)
+    device = pick_device(parser, args.device)
     if device.type != "cuda":  # graphs exist only on CUDA
         configs = [(name, cfg) for name, cfg in configs if not cfg.get("cuda_graphs")]
     n = args.n or (200000 if device.type == "cuda" else 4000)
@@ -111,15 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"cannot read the texts: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    if args.model:
-        model = DualHeadClassifier.load(args.model, device=device)
-    else:
-        torch.manual_seed(args.seed)
-        model = DualHeadClassifier.from_base(
-            DEFAULT_BASE,
-            sentiment_labels=["negative", "neutral", "positive"],
-            topic_labels=[f"topic-{i:02d}" for i in range(20)],
-        ).to(device).eval()  # fmt: skip
+    model = bench_model(args.model, DEFAULT_BASE, device, args.seed)
     ceiling_batch = 1024 if device.type == "cuda" else 64
     lines = [
         f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} | "
@@ -132,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         with Engine(model, device=device, config=EngineConfig(**overrides)) as engine:
             ceiling = ceiling_fn(engine, ceiling_batch, 48, 100)
             ceiling()
-            ceiling_rate = ceiling_batch * 100 / _timed(ceiling, device)
+            ceiling_rate = measure("ceiling", ceiling, ceiling_batch * 100, device)["docs_per_s"]
             engine.predict(texts)  # first pass: word cache, graphs, tokenizer processes
-            steady = 3 * n / _timed(lambda e=engine: [e.predict(texts) for _ in range(3)], device)
+
+            def steady_passes(e: Engine = engine) -> None:
+                for _ in range(3):
+                    e.predict(texts)
+
+            steady = measure("steady", steady_passes, 3 * n, device)["docs_per_s"]
             side = device_side_rate(engine, texts[:DEVICE_SIDE_TEXTS])
         row = (
             f"| {name} | `{json.dumps(overrides)}` | {steady:,.0f} | {side:,.0f} | "

@@ -171,13 +171,13 @@ class Engine:
         self._encoder = Encoder(**self._encoder_kwargs)
         workers = self.config.tokenizer_workers
         if workers is None:  # see docs/benchmarks.md
-            workers = 2 if self.device.type == "cuda" and (os.cpu_count() or 1) >= 8 else 0
+            workers = 2 if cuda and (os.cpu_count() or 1) >= 8 else 0
         self._workers, self._pool = workers, None
         # The weights are cast once (autocast alone would re-cast every weight on every forward);
         # the model itself keeps fp32 for training-style uses such as integrated gradients.
         precision = self.config.precision
         if precision == "auto":
-            precision = "fp16-pure" if self.device.type == "cuda" else "fp32"
+            precision = "fp16-pure" if cuda else "fp32"
         if precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be 'auto' or one of {list(PRECISIONS)}, got {precision!r}"
@@ -256,19 +256,16 @@ class Engine:
             except BaseException as error:  # noqa: BLE001 - handed to the consumer
                 chunks.put(error)
 
-        worker = threading.Thread(target=produce, name="yuqing-tokenize", daemon=True)
-        worker.start()
-        try:
-            flight = None  # the chunk on the device while the next one is queued
+        def tokenized() -> Iterator[_Tokenized]:
             while (item := chunks.get()) is not done:
                 if isinstance(item, BaseException):
                     raise item
-                queued = self._launch(item)
-                if flight is not None:
-                    yield self._finish(flight)
-                flight = queued
-            if flight is not None:
-                yield self._finish(flight)
+                yield item
+
+        worker = threading.Thread(target=produce, name="yuqing-tokenize", daemon=True)
+        worker.start()
+        try:
+            yield from self._score_chunks(tokenized())
         finally:
             stop.set()
             while worker.is_alive():  # unblock a producer waiting on a full queue
@@ -359,6 +356,18 @@ class Engine:
         texts = prepare_texts([chunk[i] for i in full], self.model.normalization)
         windows = self.windows.split(texts)
         return full[np.bincount(windows.doc, minlength=len(full)) > 1]
+
+    def _score_chunks(self, items: Iterable[_Tokenized]) -> Iterator[ChunkResult]:
+        """Results of tokenized chunks in order; each chunk is queued on the device before the
+        previous one's results are waited for, so the device never waits for the host."""
+        flight = None  # the chunk on the device while the next one is queued
+        for item in items:
+            queued = self._launch(item)
+            if flight is not None:
+                yield self._finish(flight)
+            flight = queued
+        if flight is not None:
+            yield self._finish(flight)
 
     def _batches(self, lengths_sorted: np.ndarray) -> Iterator[tuple[int, int, int]]:
         """(begin, end, padded_length) over rows sorted by length."""
