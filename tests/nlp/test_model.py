@@ -70,7 +70,7 @@ def test_embed_precision_switch(tiny_model):
     default off CUDA; bf16=True runs under bf16 autocast on any device."""
     token_ids = tiny_model.tokenize(["Oil jumps as OPEC cuts", "Fed hikes", "Bank shares slide"])
     seen = []
-    tiny_model.encoder.register_forward_hook(
+    hook = tiny_model.encoder.register_forward_hook(
         lambda *_: seen.append(
             (torch.is_autocast_enabled("cpu"), torch.backends.cuda.matmul.allow_tf32)
         )
@@ -84,6 +84,7 @@ def test_embed_precision_switch(tiny_model):
         assert matmul.allow_tf32 is True  # the caller's setting, restored
     finally:
         matmul.allow_tf32 = saved
+        hook.remove()  # the fixture's model is shared with later tests
     assert seen == [(False, False), (False, False), (True, True)]
     assert torch.equal(default, exact) and default.dtype == low.dtype == torch.float32
     assert 0 < (low - exact).abs().max() < 0.1  # bf16 moves the vectors, a little
