@@ -17,10 +17,16 @@ interpolated curve by normalised least-mean-squares steps, so peaks are not flat
 hour-of-week term catches what hour of day and day of week miss (a flatter weekend
 afternoon). For counts the first day teaches only the level and the daily profile; the day of
 week and hour-of-week factors learn after it, against a daily profile that means something.
+A fine time-of-day correction (one slot per 5 minutes of the day, from the second day on)
+learns what the smooth hourly curve leaves, such as a step at a market open, and is used only
+as far as it stands ``fine_gate`` standard errors out of its own noise.
 
 Keeping it clean: windows are learnt ``scan - 1`` windows late, and not at all when they are
 part of an alert episode (including the windows just before it opened), so a spike never
-leaks into its own baseline. Learnt values are Huber-clipped at ``clip`` sd. A level shift is
+leaks into its own baseline. Two kinds of episode are the key's normal and are learnt: one
+that opens within 15 minutes of the time an episode opened the day before (a daily pattern),
+and any episode of a key that opened more than ``max_opens_per_day`` in the last day (a
+quantised or blippy series). Without this they would alert for ever. Learnt values are Huber-clipped at ``clip`` sd. A level shift is
 accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
 profile is learnt) when the mean score of the last ``adapt_after`` learnt windows is beyond
 +-``shift_level`` (a shift too small to alert): the level is re-anchored to those windows.
@@ -38,7 +44,9 @@ The noise
             tails instead of false alerts, while Gaussian ones soon get Gaussian tails.
 A burst of noise widens both: a fast EWMA of the squared one-window scores inflates the
 variance while it is above 1. So does youth: the variance is taken ``1 + cold_start / n`` times
-wider while the baseline has learnt from only n windows.
+wider while the baseline has learnt from only n windows, and a continuous series scores 0
+until it has learnt two residuals, then with at most n - 1 degrees of freedom (its scale rests
+on n residuals).
 
 The score
     Per window, the mid-p upper tail probability of the observation under that law, as a
@@ -73,6 +81,7 @@ SEVERITIES = ((9.0, "critical"), (6.0, "high"), (0.0, "medium"))
 SEVERITY_RANK = {"medium": 1, "high": 2, "critical": 3}
 MAD_SD = 1.4826  # MAD x this = sd for Gaussian noise
 HOURS_PER_WEEK = 168
+FINE_SLOTS = 288  # the fine time-of-day correction: one slot per 5 minutes of the day
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,14 @@ class DetectorConfig:
     mature: int = 576  # windows learnt before a drift counts as a level shift (two days at
     # 5 minutes; before that the profile is still being learnt)
     min_rate: float = 0.05  # floor of the expected count, so empty keys are not alarmed by 1 item
+    max_opens_per_day: int = 12  # a key opening more episodes than this in a day is not having
+    # that many spikes: its alerting windows are its normal and are learnt (no self-sealing)
+    recur_within: float = 900.0  # seconds: an episode opening this close to the time of one
+    # the day before is a daily pattern, learnt as well (0: never)
     share_alpha: float = 0.02  # the share detector's EWMA weight
+    fine_alpha: float = 0.1  # fine time-of-day slots: EWMA weight per window seen (~10 days)
+    fine_prior: float = 0.5  # ... pseudo-observations at "no effect" (counts: items)
+    fine_gate: float = 3.0  # ... used only by what exceeds this many standard errors
 
 
 def severity_for(score: float) -> str:
@@ -251,6 +267,22 @@ def _slots(t: float) -> tuple[int, float, int, int]:
     return hours % 24, position - hours, weekday, week_hour
 
 
+def _fine_slot(t: float) -> int:
+    return math.floor(t / 300.0) % FINE_SLOTS
+
+
+def _gate(estimate: float, se: float, k: float) -> float:
+    """Positive-part James-Stein: the share of ``estimate`` to use, 0 within k standard errors
+    of nothing, near 1 far beyond."""
+    if estimate == 0.0:
+        return 0.0
+    return max(0.0, 1.0 - (k * se / estimate) ** 2)
+
+
+def _read_slots(slots: list) -> list[list[float]]:
+    return [[float(a), float(b)] for a, b in slots]
+
+
 def _epoch(t: datetime | pd.Timestamp | float) -> float:
     return float(t) if isinstance(t, int | float) else pd.Timestamp(t).timestamp()
 
@@ -289,6 +321,8 @@ class SeriesDetector:
     daily: list[list[float]] = field(default_factory=lambda: _slot_list(24))
     weekly: list[list[float]] = field(default_factory=lambda: _slot_list(7))
     hourly: list[list[float]] = field(default_factory=lambda: _slot_list(HOURS_PER_WEEK))
+    # what the smooth profiles leave at each 5 minutes of the day (a step at 9:30, say)
+    fine: list[list[float]] = field(default_factory=lambda: _slot_list(FINE_SLOTS))
     # counts: EWMAs of mu, mu^2, rho and rho x mu (rho = clipped squared residual / mu)
     moments: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     scale: float = 0.0  # others: EWMA of clipped absolute residuals
@@ -300,6 +334,8 @@ class SeriesDetector:
     pending: list[list] = field(default_factory=list)
     recent: list[list[float]] = field(default_factory=list)  # learnt [deseasonalised, z]
     last_t: float | None = None  # epoch seconds of the last window
+    opens: list[float] = field(default_factory=list)  # when episodes opened (the last day)
+    learn_episode: bool = False  # the open episode is the key's normal: learn its windows
 
     # -- the model ----------------------------------------------------------------------
     def _season(self, t: float) -> tuple[float, float, float, float]:
@@ -327,8 +363,36 @@ class SeriesDetector:
         seasonal = (n * h + c.hourly_prior_additive * (d + w)) / (n + c.hourly_prior_additive)
         return d, w, h, seasonal
 
+    def _fine(self, t: float) -> float:
+        """The fine time-of-day correction at ``t`` (counts: a factor; others: an offset).
+
+        It is what the hourly profiles leave at this 5 minutes of the day, and it is used only
+        as far as it stands out of its own noise (a positive-part James-Stein shrinkage by
+        ``fine_gate`` standard errors), so a step the interpolated hourly curve cannot follow
+        (a market open, a shift change) is learnt in days while noise is not learnt at all."""
+        c = self.config
+        a, b = self.fine[_fine_slot(t)]
+        if self.counts:
+            if b <= 0:
+                return 1.0
+            log_ratio = math.log((a + c.fine_prior) / (b + c.fine_prior))
+            se = math.sqrt(self.dispersion / (b + c.fine_prior))
+            return math.exp(log_ratio * _gate(log_ratio, se, c.fine_gate))
+        if b <= 0:
+            return 0.0
+        n = min(b, (2.0 - c.fine_alpha) / c.fine_alpha)  # an EWMA's worth of windows
+        shrunk = a * n / (n + c.fine_prior)
+        se = self.robust_sd() / math.sqrt(n + c.fine_prior)
+        return shrunk * _gate(shrunk, se, c.fine_gate)
+
+    def _seasonal(self, t: float) -> tuple[float, float, float, float, float]:
+        """``_season`` and the whole seasonal factor or offset, the fine correction included."""
+        d, w, h, smooth = self._season(t)
+        fine = self._fine(t)
+        return d, w, h, smooth, smooth * fine if self.counts else smooth + fine
+
     def expected_at(self, t: datetime | pd.Timestamp | float) -> float:
-        seasonal = self._season(_epoch(t))[3]
+        seasonal = self._seasonal(_epoch(t))[4]
         if self.counts:
             return max(self.config.min_rate, self.level * seasonal)
         return self.level + seasonal
@@ -380,7 +444,10 @@ class SeriesDetector:
         if self.counts:
             dispersion = self.dispersion_at(expected) * inflate
             return z_from_tail(count_tail(value, expected, dispersion))
-        nu = self.tail_df
+        if self.learnt < 2:  # no residual spread learnt yet: no evidence either way
+            return 0.0
+        # While the scale rests on few residuals its predictive law has heavier tails.
+        nu = min(self.tail_df, self.learnt - 1.0)
         tau = self.robust_sd() * math.sqrt(inflate) / (MAD_SD * _q75(nu))  # the t's scale
         return z_from_tail(float(special.stdtr(nu, -(value - expected) / tau)))
 
@@ -424,10 +491,12 @@ class SeriesDetector:
         opened = alerting and not was_open
         closed = was_open and not alerting
         self.episode = self.episode + 1 if alerting else 0
-        if opened:  # the windows that led up to it are part of the spike: never learnt
-            for entry in self.pending:
-                entry[5] = False
-        self.pending.append([t, value, expected, z, raw, not alerting])
+        if opened:
+            self.learn_episode = self._is_normal(t)
+            if not self.learn_episode:  # the windows that led up to it are part of the spike
+                for entry in self.pending:
+                    entry[5] = False
+        self.pending.append([t, value, expected, z, raw, self.learn_episode or not alerting])
         if alerting:
             self.episode_values = [*self.episode_values, self._deseasonalise(value, t)]
         else:
@@ -441,8 +510,24 @@ class SeriesDetector:
         self.n += 1
         return Score(value, expected, sd, score, alerting, opened, closed, ready)
 
+    def _is_normal(self, t: float) -> bool:
+        """An episode opening at ``t``: is it what this key normally does? Alerting windows are
+        kept out of the baseline, or a spike would leak into its own baseline; but a key that
+        opened an episode at this time of day yesterday too (within ``recur_within``) has a daily
+        pattern, and one that opens more than ``max_opens_per_day`` a day has blips as its
+        normal. Their windows are learnt, or the key would alert on them forever (its baseline
+        and noise scale would never see them)."""
+        day = 86400.0
+        within = self.config.recur_within
+        recurrent = within > 0 and any(abs(t - o - day) <= within for o in self.opens)
+        self.opens = [o for o in self.opens if o > t - day - within][
+            -4 * self.config.max_opens_per_day :
+        ]
+        self.opens.append(t)
+        return recurrent or sum(o > t - day for o in self.opens) > self.config.max_opens_per_day
+
     def _deseasonalise(self, value: float, t: float) -> float:
-        seasonal = self._season(t)[3]
+        seasonal = self._seasonal(t)[4]
         return value / max(seasonal, 1e-3) if self.counts else value - seasonal
 
     def _reanchor(self, values: list[float]) -> None:
@@ -471,7 +556,8 @@ class SeriesDetector:
             if abs(drift) > c.shift_level:
                 self._reanchor([v for v, _ in self.recent])
                 return
-        d, w, h, seasonal = self._season(t)
+        d, w, h, seasonal = self._season(t)  # the smooth profiles learn without the fine part
+        fine, fine_slot = self._fine(t), self.fine[_fine_slot(t)]
         hour, f, weekday, week_hour = _slots(t)
         daily = ((self.daily[hour], 1 - f), (self.daily[(hour + 1) % 24], f))
         hourly = ((self.hourly[week_hour], 1 - f), (self.hourly[(week_hour + 1) % 168], f))
@@ -486,8 +572,13 @@ class SeriesDetector:
             for i, target in enumerate((mu, mu * mu, rho, rho * mu)):
                 self.moments[i] += a_scale * (target - self.moments[i])
             sd = math.sqrt(dispersion * mu)
-            x = min(max(value, expected - c.clip * sd), count_upper(mu, dispersion, c.clip))
+            low = max(0.0, expected - c.clip * sd)
+            x = min(max(value, low), count_upper(mu, dispersion, c.clip))
             level = max(self.level, c.min_rate)
+            if not first_day:  # against smooth profiles that mean something; not clipped
+                # above (what is learnt at all did not alert, or recurs daily)
+                _learn_ratio(fine_slot, 1.0, max(value, low), level * seasonal, c.fine_alpha, 0.0)
+            x /= fine
             sums = self.level_sums
             sums[0] += a_level * (x - sums[0])
             sums[1] += a_level * (seasonal - sums[1])
@@ -506,7 +597,13 @@ class SeriesDetector:
             self.scale += a_scale * (min(residual, 4 * sd) - self.scale)
             beyond = float(residual > TAIL_AT * sd)
             self.beyond += max(c.tail_alpha, warm) * (beyond - self.beyond)
-            x = min(max(value, expected - c.clip * sd), expected + c.clip * sd)
+            low = expected - c.clip * sd
+            x = min(max(value, low), expected + c.clip * sd)
+            if not first_day:
+                fine_slot[1] += 1.0  # a running mean at first, then an EWMA
+                target = max(value, low) - self.level - seasonal
+                fine_slot[0] += max(c.fine_alpha, 1.0 / fine_slot[1]) * (target - fine_slot[0])
+            x -= fine
             self.level += a_level * (x - seasonal - self.level)
             _learn_offsets(daily, x - self.level - w, c.daily_alpha)
             _learn_offsets(hourly, x - self.level, c.hourly_alpha)  # needs no daily profile
@@ -519,13 +616,13 @@ class SeriesDetector:
             self.scale = 0.7979 * math.sqrt(self.dispersion * max(self.level, self.config.min_rate))
         self.counts = False
         self.daily, self.weekly = _slot_list(24), _slot_list(7)
-        self.hourly = _slot_list(HOURS_PER_WEEK)
+        self.hourly, self.fine = _slot_list(HOURS_PER_WEEK), _slot_list(FINE_SLOTS)
         self.pending = [[*e[:5], False] for e in self.pending]
         self.recent, self.episode_values = [], []
 
     # -- persistence ---------------------------------------------------------------------
     _FLOATS = ("level", "scale", "beyond", "burst")
-    _SLOTS = ("daily", "weekly", "hourly")
+    _SLOTS = ("daily", "weekly", "hourly", "fine")
 
     def state(self) -> dict:
         """A JSON-safe dict of everything the detector has learnt (not its config)."""
@@ -544,6 +641,8 @@ class SeriesDetector:
             "pending": self.pending,
             "recent": self.recent,
             "last_t": self.last_t,
+            "opens": self.opens,
+            "learn_episode": self.learn_episode,
         }
 
     @classmethod
@@ -561,7 +660,8 @@ class SeriesDetector:
             learnt=int(state["learnt"]),
             **{name: float(state[name]) for name in cls._FLOATS},
             level_sums=[float(v) for v in state["level_sums"]],
-            **{name: [[float(a), float(b)] for a, b in state[name]] for name in cls._SLOTS},
+            **{name: _read_slots(state[name]) for name in cls._SLOTS if name != "fine"},
+            fine=_read_slots(state.get("fine") or _slot_list(FINE_SLOTS)),  # new in this release
             moments=[float(v) for v in state["moments"]],
             episode=int(state["episode"]),
             episode_values=[float(v) for v in state["episode_values"]],
@@ -570,6 +670,8 @@ class SeriesDetector:
             ],
             recent=[[float(v), float(z)] for v, z in state["recent"]],
             last_t=state.get("last_t"),
+            opens=[float(o) for o in state.get("opens", [])],
+            learn_episode=bool(state.get("learn_episode", False)),
         )
 
 

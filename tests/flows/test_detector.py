@@ -21,6 +21,8 @@ from flows.detector import (
     read_series_csv,
     score_series,
 )
+from flows.detector_shapes import daily_steps
+from flows.detector_shapes import main as shapes_main
 
 T0 = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
 W = pd.Timedelta(minutes=5)
@@ -113,7 +115,7 @@ def test_state_survives_a_json_round_trip_and_continues_identically():
         assert a.score == pytest.approx(b.score) and a.alerting == b.alerting
         if i % 97 == 0:  # restart from stored JSON
             restarted = SeriesDetector.from_state(json.loads(json.dumps(restarted.state())), config)
-    assert len(json.dumps(straight.state())) < 12000
+    assert len(json.dumps(straight.state())) < 16000  # the fine time-of-day slots are 4 KB of it
 
 
 def test_count_upper_follows_the_skewed_tail():
@@ -367,3 +369,81 @@ def test_yuqing_detect_bad_input_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "yuqing detect: row 2: value 'x' is not a finite number"
     ]
+
+
+def test_a_continuous_series_has_no_evidence_before_its_noise_is_learnt():
+    """The first windows of a continuous series have no noise scale to measure against: their
+    scores say nothing (0), then follow a t law with as many degrees of freedom as residuals,
+    instead of z values of 10-25 on plain noise (which a backtest would count as alerts)."""
+    rng = np.random.default_rng(21)
+    times = pd.date_range(T0, periods=24, freq=W)
+    first = []
+    for k in range(60):
+        values = 100 + rng.normal(0, 1 if k % 2 else 20, len(times))
+        scores = score_series(times, values)["anomaly_score"].to_numpy()
+        assert scores[0] == pytest.approx(0.0, abs=0.05) and scores[1] == scores[2] == 0.0
+        first.append(scores[:12].max())
+    assert np.mean(np.asarray(first) >= 3.75) <= 0.1  # was 0.8: 3/4 of plain noise series
+    assert max(first) < 8
+
+
+@pytest.mark.parametrize(("counts", "most_late"), [(False, 1), (True, 4)])
+def test_a_daily_step_is_learnt_instead_of_alerting_every_day(counts, most_late):
+    """A step at the same minute every day (a market open) opens an alert on its first days;
+    then it recurs, its windows are learnt, and the fine time-of-day correction holds it.
+    With the hourly curve alone the step alerts every day."""
+    times, values = daily_steps(14, np.random.default_rng(22), counts=counts)
+    spike = 10 * 288 + 14 * 12  # day 10, 14:00
+    values[spike : spike + 3] += 40 if counts else 15  # 4.5 Poisson sd; 13 noise sd
+    scored = score_series(times, values)
+    smooth_only = DetectorConfig(fine_gate=1e9)  # no fine correction (it never stands out)
+    week_2 = {
+        name: [i for i in np.flatnonzero(frame["opened"].to_numpy()) if i >= 7 * 288]
+        for name, frame in (("fine", scored), ("smooth", score_series(times, values, smooth_only)))
+    }
+    assert len(week_2["smooth"]) >= 6
+    assert len([i for i in week_2["fine"] if not spike <= i <= spike + 2]) <= most_late
+    assert scored["alert"].to_numpy()[spike : spike + 3].any()  # a real spike still alerts
+
+
+def test_a_key_that_alerts_all_day_learns_its_blips():
+    """A quantised series (0, now and then 0.5) seals its MAD-based scale shut when its
+    alerting windows are never learnt; past ``max_opens_per_day`` openings a day they are
+    learnt, which halves its alerts over the first two weeks."""
+    times = pd.date_range(T0, periods=2 * 2016, freq=W)
+    totals = {"sealed": 0, "learnt": 0}
+    for seed in range(6):
+        values = (np.random.default_rng(seed).standard_normal(len(times)) > 1.5) * 0.5
+        for name, most in (("sealed", 10**6), ("learnt", 12)):
+            scored = score_series(times, values, DetectorConfig(max_opens_per_day=most))
+            totals[name] += int(scored["opened"].sum())
+    assert totals["learnt"] < 0.6 * totals["sealed"]  # 287 against 568 when written
+
+
+def test_a_state_saved_before_the_fine_correction_still_loads():
+    times, values = seasonal_counts(days=2)
+    detector = SeriesDetector()
+    for t, v in zip(times, values, strict=True):
+        detector.update(t, v)
+    old = json.loads(json.dumps(detector.state()))
+    for key in ("fine", "opens", "learn_episode"):  # what a state of the previous release lacks
+        del old[key]
+    restored = SeriesDetector.from_state(old, DetectorConfig())
+    assert restored.fine == [[0.0, 0.0]] * 288 and restored.opens == []
+    later = times[-1] + W  # a smooth series: the fine slots held (almost) nothing
+    assert restored.update(later, 8.0).expected == pytest.approx(
+        detector.update(later, 8.0).expected, rel=0.02
+    )
+
+
+def test_detector_shapes_prints_one_row_per_shape_and_rejects_bad_arguments(capsys):
+    shapes_main(["--days", "8", "--seeds", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "shape" not in line]
+    assert len(rows) == 5 and all(len(row.split("|")) == 7 for row in rows)
+    quantised = next(row for row in rows if "quantised" in row).split("|")
+    assert float(quantised[2]) < float(quantised[3])  # the fine correction matters there
+    assert "first hour" in out
+    with pytest.raises(SystemExit) as bad:
+        shapes_main(["--days", "3"])
+    assert bad.value.code == 2 and "at least 8" in capsys.readouterr().err
