@@ -26,7 +26,10 @@ part of an alert episode (including the windows just before it opened), so a spi
 leaks into its own baseline. Two kinds of episode are the key's normal and are learnt: one
 that opens within 15 minutes of the time an episode opened the day before (a daily pattern),
 and any episode of a key that opened more than ``max_opens_per_day`` in the last day (a
-quantised or blippy series). Without this they would alert for ever. Learnt values are Huber-clipped at ``clip`` sd. A level shift is
+quantised or blippy series). Without this they would alert for ever. Empty windows of a
+count key are missing data, not learnt, while their run is less likely than ``outage_p`` under
+the key's law (a busy key whose feed is down), for at most ``outage_max`` windows; learnt, they
+would re-anchor the level to nothing and the key would alert when the feed came back. Learnt values are Huber-clipped at ``clip`` sd. A level shift is
 accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
 profile is learnt) when the mean score of the last ``adapt_after`` learnt windows is beyond
 +-``shift_level`` (a shift too small to alert): the level is re-anchored to those windows.
@@ -119,6 +122,9 @@ class DetectorConfig:
     # that many spikes: its alerting windows are its normal and are learnt (no self-sealing)
     recur_within: float = 900.0  # seconds: an episode opening this close to the time of one
     # the day before is a daily pattern, learnt as well (0: never)
+    outage_p: float = 1e-7  # counts: a run of empty windows this improbable is missing data
+    # (0: never)
+    outage_max: int = 288  # ... (not learnt) for at most this many windows; then the key is quiet
     share_alpha: float = 0.02  # the share detector's EWMA weight
     fine_alpha: float = 0.1  # fine time-of-day slots: EWMA weight per window seen (~10 days)
     fine_prior: float = 0.5  # ... pseudo-observations at "no effect" (counts: items)
@@ -335,6 +341,8 @@ class SeriesDetector:
     recent: list[list[float]] = field(default_factory=list)  # learnt [deseasonalised, z]
     last_t: float | None = None  # epoch seconds of the last window
     opens: list[float] = field(default_factory=list)  # when episodes opened (the last day)
+    zero_run: int = 0  # counts: empty windows in a row up to now ...
+    zero_logp: float = 0.0  # ... and the log of their joint probability
     learn_episode: bool = False  # the open episode is the key's normal: learn its windows
 
     # -- the model ----------------------------------------------------------------------
@@ -496,7 +504,13 @@ class SeriesDetector:
             if not self.learn_episode:  # the windows that led up to it are part of the spike
                 for entry in self.pending:
                     entry[5] = False
-        self.pending.append([t, value, expected, z, raw, self.learn_episode or not alerting])
+        outage = self._outage(value, expected)
+        earlier = min(self.zero_run - 1, len(self.pending))  # this run's windows still pending
+        if outage and earlier > 0:  # they are missing data as well
+            for entry in self.pending[-earlier:]:
+                entry[5] = False
+        learnable = (self.learn_episode or not alerting) and not outage
+        self.pending.append([t, value, expected, z, raw, learnable])
         if alerting:
             self.episode_values = [*self.episode_values, self._deseasonalise(value, t)]
         else:
@@ -509,6 +523,26 @@ class SeriesDetector:
         self.last_t = t
         self.n += 1
         return Score(value, expected, sd, score, alerting, opened, closed, ready)
+
+    def _outage(self, value: float, expected: float) -> bool:
+        """Counts: is this empty window part of a feed outage? A run of empty windows that a
+        key's own law makes less likely than ``outage_p`` (a busy key gone silent for a while)
+        is missing data. Learnt, it would re-anchor the level to nothing, and the key would
+        alert when the feed came back. After ``outage_max`` windows the key is taken to have
+        gone quiet, and its empty windows are learnt again."""
+        if not self.counts or value != 0 or self.config.outage_p <= 0:
+            self.zero_run, self.zero_logp = 0, 0.0
+            return False
+        dispersion = self.dispersion_at(expected)
+        if dispersion > 1.01:  # negative binomial: P(0) = d ** (-mu / (d - 1))
+            log_p0 = -expected * math.log(dispersion) / (dispersion - 1.0)
+        else:
+            log_p0 = -expected
+        self.zero_run += 1
+        self.zero_logp += log_p0
+        return self.zero_logp < math.log(self.config.outage_p) and (
+            self.zero_run <= self.config.outage_max
+        )
 
     def _is_normal(self, t: float) -> bool:
         """An episode opening at ``t``: is it what this key normally does? Alerting windows are
@@ -643,6 +677,8 @@ class SeriesDetector:
             "last_t": self.last_t,
             "opens": self.opens,
             "learn_episode": self.learn_episode,
+            "zero_run": self.zero_run,
+            "zero_logp": self.zero_logp,
         }
 
     @classmethod
@@ -672,6 +708,8 @@ class SeriesDetector:
             last_t=state.get("last_t"),
             opens=[float(o) for o in state.get("opens", [])],
             learn_episode=bool(state.get("learn_episode", False)),
+            zero_run=int(state.get("zero_run", 0)),
+            zero_logp=float(state.get("zero_logp", 0.0)),
         )
 
 

@@ -4,8 +4,8 @@
 
 The evaluation set (``flows.detector_eval``) has smooth daily profiles. Real series also have
 steps at the same minute every day (a market open; NAB's ``art_daily`` series), values that
-are mostly one number (a quantised gauge: 0, now and then 0.5), and a first hour with no
-history. For each shape the table gives the alert episodes a day after the first week, with
+are mostly one number (a quantised gauge: 0, now and then 0.5), feed outages (a busy key
+empty for hours), and a first hour with no history. For each shape the table gives the alert episodes a day after the first week, with
 the default detector and with one of its safeguards switched off:
 
 * ``no fine correction``: ``fine_gate`` so high that the 5-minute time-of-day correction is
@@ -15,9 +15,12 @@ the default detector and with one of its safeguards switched off:
 * ``no blip rule``: ``max_opens_per_day`` so high that a key alerting all day never learns
   its alerting windows.
 
-The last rows are plain noise (Gaussian, Poisson), where every episode is a false alert, and
-the share of plain Gaussian series that score 3.75 or more in their first hour (before the
-detector may alert, but a backtest of ``anomaly_score`` would count it).
+The last rows are plain noise (Gaussian, Poisson), where every episode is a false alert. Then
+come two shares: of seasonal count series whose feed was silent for 3 hours, those that alert
+within 2 hours of it coming back, with the outage rule and without it (``outage_p = 0``, so
+the empty hours are learnt as a new level); and of plain Gaussian series, those that score
+3.75 or more in their first hour (before the detector may alert, but a backtest of
+``anomaly_score`` would count it).
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ def quantised(days: int, rng: np.random.Generator):
     return times, (rng.standard_normal(len(times)) > 1.5) * 0.5
 
 
+def outage(days: int, rng: np.random.Generator, hours: int = 3):
+    """Seasonal Poisson counts (14.4 a window at the 15:00 peak, 2.4 at night) with the feed
+    silent for ``hours`` from 12:00 on day 9: those windows are empty."""
+    times = pd.date_range(START, periods=days * PER_DAY, freq=WINDOW)
+    hour = np.asarray(times.hour + times.minute / 60)
+    values = rng.poisson(8.0 * (0.3 + 1.5 * np.exp(-(((hour - 15) / 3) ** 2)))).astype(float)
+    start = 9 * PER_DAY + 12 * 12
+    values[start : start + 12 * hours] = 0.0
+    return times, values
+
+
 def plain(days: int, rng: np.random.Generator, *, counts: bool):
     times = pd.date_range(START, periods=days * PER_DAY, freq=WINDOW)
     if counts:
@@ -86,6 +100,18 @@ def episodes_per_day(times, values, config: DetectorConfig, after_day: int = 7) 
     opened = np.flatnonzero(score_series(times, values, config)["opened"].to_numpy())
     days = len(values) / PER_DAY - after_day
     return float((opened >= after_day * PER_DAY).sum() / days)
+
+
+def comeback_share(seeds: int, config: DetectorConfig, hours: int = 3) -> float:
+    """The share of ``outage`` series with an episode opening within 2 hours of the feed's
+    return."""
+    back = 9 * PER_DAY + 12 * 12 + 12 * hours
+    hits = 0
+    for seed in range(4 * seeds):
+        times, values = outage(14, np.random.default_rng(seed), hours)
+        opened = np.flatnonzero(score_series(times, values, config)["opened"].to_numpy())
+        hits += bool(((opened >= back) & (opened < back + 24)).any())
+    return hits / (4 * seeds)
 
 
 def first_hour_share(seeds: int, level: float) -> float:
@@ -130,8 +156,14 @@ def main(argv: list[str] | None = None) -> None:
     out.write("|" + "---|" * len(frame.columns) + "\n")
     for row in frame.itertuples(index=False):
         out.write("| " + " | ".join(str(v) for v in row) + " |\n")
+    back = comeback_share(args.seeds, DetectorConfig())
+    back_off = comeback_share(args.seeds, DetectorConfig(outage_p=0.0))
+    out.write(
+        f"\nCount series alerting within 2 hours of a 3-hour outage's end: {back:.2f} "
+        f"(no outage rule: {back_off:.2f})\n"
+    )
     share = first_hour_share(args.seeds, 3.75)
-    out.write(f"\nPlain Gaussian series scoring >= 3.75 in their first hour: {share:.2f}\n")
+    out.write(f"Plain Gaussian series scoring >= 3.75 in their first hour: {share:.2f}\n")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from flows.detector import (
     read_series_csv,
     score_series,
 )
-from flows.detector_shapes import daily_steps
+from flows.detector_shapes import daily_steps, outage
 from flows.detector_shapes import main as shapes_main
 
 T0 = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
@@ -447,3 +447,26 @@ def test_detector_shapes_prints_one_row_per_shape_and_rejects_bad_arguments(caps
     with pytest.raises(SystemExit) as bad:
         shapes_main(["--days", "3"])
     assert bad.value.code == 2 and "at least 8" in capsys.readouterr().err
+
+
+def test_a_feed_outage_is_missing_data_not_a_new_level():
+    """Three empty hours on a busy key are a run of windows its own law makes improbable: they
+    are not learnt, so the key does not re-anchor to nothing and alert when the feed is back."""
+    back = 9 * 288 + 12 * 12 + 36  # the first window after the outage
+    alerted = {"rule": 0, "no rule": 0}
+    for seed in range(6):
+        times, values = outage(14, np.random.default_rng(seed))
+        for name, config in (("rule", DetectorConfig()), ("no rule", DetectorConfig(outage_p=0))):
+            opened = score_series(times, values, config)["opened"].to_numpy()
+            alerted[name] += bool(opened[back : back + 24].any())
+    assert alerted["rule"] == 0 and alerted["no rule"] >= 2  # 3 of 6 when written
+
+
+def test_a_key_silent_for_longer_than_outage_max_has_gone_quiet():
+    times, values = seasonal_counts(days=6, base=20.0)
+    values[3 * 288 :] = 0.0  # silent from day 3 on
+    scored = score_series(times, values)
+    expected = scored["expected"].to_numpy()
+    noon = 12 * 12
+    assert expected[3 * 288 + noon] > 10  # the first silent day: missing data, level kept
+    assert expected[5 * 288 + noon] < 0.2 * expected[3 * 288 + noon]  # then it is quiet
