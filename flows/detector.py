@@ -29,8 +29,8 @@ and any episode of a key that opened more than ``max_opens_per_day`` in the last
 quantised or blippy series). Without this they would alert for ever. Empty windows of a
 count key are missing data, not learnt, while their run is less likely than ``outage_p`` under
 the key's law (a busy key whose feed is down), for at most ``outage_max`` windows; learnt, they
-would re-anchor the level to nothing and the key would alert when the feed came back. Learnt values are Huber-clipped at ``clip`` sd. A level shift is
-accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
+would re-anchor the level to nothing and the key would alert when the feed came back.
+Learnt values are Huber-clipped at ``clip`` sd. A level shift is accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
 profile is learnt) when the mean score of the last ``adapt_after`` learnt windows is beyond
 +-``shift_level`` (a shift too small to alert): the level is re-anchored to those windows.
 
@@ -241,10 +241,11 @@ def _offset(slot: list[float], prior: float, neutral: float) -> float:
     return (slot[1] * slot[0] + prior * neutral) / (slot[1] + prior)
 
 
-def _learn_offset(slot: list[float], target: float, alpha: float) -> None:
-    """A running mean at first, then an EWMA."""
+def _learn_offset(slot: list[float], target: float, alpha: float, start: float = 1.0) -> None:
+    """A running mean at first (with ``start`` pseudo-windows at the slot's value), then an
+    EWMA."""
     slot[1] += 1.0
-    slot[0] += max(alpha, 1.0 / (slot[1] + 1.0)) * (target - slot[0])
+    slot[0] += max(alpha, 1.0 / (slot[1] + start)) * (target - slot[0])
 
 
 def _learn_offsets(pair: tuple[tuple[list[float], float], ...], target: float, alpha: float):
@@ -393,14 +394,15 @@ class SeriesDetector:
         se = self.robust_sd() / math.sqrt(n + c.fine_prior)
         return shrunk * _gate(shrunk, se, c.fine_gate)
 
-    def _seasonal(self, t: float) -> tuple[float, float, float, float, float]:
-        """``_season`` and the whole seasonal factor or offset, the fine correction included."""
-        d, w, h, smooth = self._season(t)
-        fine = self._fine(t)
-        return d, w, h, smooth, smooth * fine if self.counts else smooth + fine
+    def _seasonal(self, t: float) -> float:
+        """The whole seasonal factor (counts) or offset, the fine correction included."""
+        return self._combine(self._season(t)[3], self._fine(t))
+
+    def _combine(self, smooth: float, fine: float) -> float:
+        return smooth * fine if self.counts else smooth + fine
 
     def expected_at(self, t: datetime | pd.Timestamp | float) -> float:
-        seasonal = self._seasonal(_epoch(t))[4]
+        seasonal = self._seasonal(_epoch(t))
         if self.counts:
             return max(self.config.min_rate, self.level * seasonal)
         return self.level + seasonal
@@ -500,7 +502,7 @@ class SeriesDetector:
         closed = was_open and not alerting
         self.episode = self.episode + 1 if alerting else 0
         if opened:
-            self.learn_episode = self._is_normal(t)
+            self.learn_episode = self._record_opening(t)
             if not self.learn_episode:  # the windows that led up to it are part of the spike
                 for entry in self.pending:
                     entry[5] = False
@@ -512,7 +514,8 @@ class SeriesDetector:
         learnable = (self.learn_episode or not alerting) and not outage
         self.pending.append([t, value, expected, z, raw, learnable])
         if alerting:
-            self.episode_values = [*self.episode_values, self._deseasonalise(value, t)]
+            seasonal = self._seasonal(t)
+            self.episode_values = [*self.episode_values, self._deseasonalise(value, seasonal)]
         else:
             self.episode_values = []
         if self.episode > c.adapt_after:  # a level shift: accept the new normal
@@ -544,13 +547,14 @@ class SeriesDetector:
             self.zero_run <= self.config.outage_max
         )
 
-    def _is_normal(self, t: float) -> bool:
-        """An episode opening at ``t``: is it what this key normally does? Alerting windows are
-        kept out of the baseline, or a spike would leak into its own baseline; but a key that
-        opened an episode at this time of day yesterday too (within ``recur_within``) has a daily
-        pattern, and one that opens more than ``max_opens_per_day`` a day has blips as its
-        normal. Their windows are learnt, or the key would alert on them forever (its baseline
-        and noise scale would never see them)."""
+    def _record_opening(self, t: float) -> bool:
+        """Record an episode opening at ``t``, and say whether it is what this key normally does
+        (its windows are then learnt). Alerting windows are kept out of the baseline, or a spike
+        would leak into its own baseline; but a key that opened an episode at this time of day
+        yesterday too (within ``recur_within``) has a daily pattern, and one that opens more
+        than ``max_opens_per_day`` a day has blips as its normal. Their windows are learnt, or
+        the key would alert on them forever (its baseline and noise scale would never see
+        them)."""
         day = 86400.0
         within = self.config.recur_within
         recurrent = within > 0 and any(abs(t - o - day) <= within for o in self.opens)
@@ -560,8 +564,8 @@ class SeriesDetector:
         self.opens.append(t)
         return recurrent or sum(o > t - day for o in self.opens) > self.config.max_opens_per_day
 
-    def _deseasonalise(self, value: float, t: float) -> float:
-        seasonal = self._seasonal(t)[4]
+    def _deseasonalise(self, value: float, seasonal: float) -> float:
+        """``value`` without ``seasonal``, the whole seasonal factor or offset of its window."""
         return value / max(seasonal, 1e-3) if self.counts else value - seasonal
 
     def _reanchor(self, values: list[float]) -> None:
@@ -584,14 +588,15 @@ class SeriesDetector:
         self.learnt += 1
         warm = 1.0 / (self.learnt + 1)
         self.burst += c.burst_alpha * (min(raw * raw, 25.0) - self.burst)
-        self.recent = [*self.recent, [self._deseasonalise(value, t), z]][-c.adapt_after :]
+        d, w, h, seasonal = self._season(t)  # the smooth profiles learn without the fine part
+        fine, fine_slot = self._fine(t), self.fine[_fine_slot(t)]
+        deseasonalised = self._deseasonalise(value, self._combine(seasonal, fine))
+        self.recent = [*self.recent, [deseasonalised, z]][-c.adapt_after :]
         if self.counts and len(self.recent) >= c.adapt_after and self.learnt > c.mature:
             drift = float(np.mean([zz for _, zz in self.recent]))
             if abs(drift) > c.shift_level:
                 self._reanchor([v for v, _ in self.recent])
                 return
-        d, w, h, seasonal = self._season(t)  # the smooth profiles learn without the fine part
-        fine, fine_slot = self._fine(t), self.fine[_fine_slot(t)]
         hour, f, weekday, week_hour = _slots(t)
         daily = ((self.daily[hour], 1 - f), (self.daily[(hour + 1) % 24], f))
         hourly = ((self.hourly[week_hour], 1 - f), (self.hourly[(week_hour + 1) % 168], f))
@@ -634,9 +639,8 @@ class SeriesDetector:
             low = expected - c.clip * sd
             x = min(max(value, low), expected + c.clip * sd)
             if not first_day:
-                fine_slot[1] += 1.0  # a running mean at first, then an EWMA
                 target = max(value, low) - self.level - seasonal
-                fine_slot[0] += max(c.fine_alpha, 1.0 / fine_slot[1]) * (target - fine_slot[0])
+                _learn_offset(fine_slot, target, c.fine_alpha, start=0.0)
             x -= fine
             self.level += a_level * (x - seasonal - self.level)
             _learn_offsets(daily, x - self.level - w, c.daily_alpha)
@@ -656,7 +660,7 @@ class SeriesDetector:
 
     # -- persistence ---------------------------------------------------------------------
     _FLOATS = ("level", "scale", "beyond", "burst")
-    _SLOTS = ("daily", "weekly", "hourly", "fine")
+    _SLOTS = ("daily", "weekly", "hourly")
 
     def state(self) -> dict:
         """A JSON-safe dict of everything the detector has learnt (not its config)."""
@@ -669,6 +673,7 @@ class SeriesDetector:
             **{name: getattr(self, name) for name in self._FLOATS},
             "level_sums": self.level_sums,
             **{name: getattr(self, name) for name in self._SLOTS},
+            "fine": self.fine,
             "moments": self.moments,
             "episode": self.episode,
             "episode_values": self.episode_values,
@@ -696,7 +701,7 @@ class SeriesDetector:
             learnt=int(state["learnt"]),
             **{name: float(state[name]) for name in cls._FLOATS},
             level_sums=[float(v) for v in state["level_sums"]],
-            **{name: _read_slots(state[name]) for name in cls._SLOTS if name != "fine"},
+            **{name: _read_slots(state[name]) for name in cls._SLOTS},
             fine=_read_slots(state.get("fine") or _slot_list(FINE_SLOTS)),  # new in this release
             moments=[float(v) for v in state["moments"]],
             episode=int(state["episode"]),
