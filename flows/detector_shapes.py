@@ -34,11 +34,10 @@ import numpy as np
 import pandas as pd
 
 from flows.detector import DetectorConfig, score_series
+from flows.detector_eval import PER_DAY, WINDOW
 
 logger = logging.getLogger(__name__)
 
-PER_DAY = 288
-WINDOW = pd.Timedelta(minutes=5)
 START = pd.Timestamp("2014-04-01", tz="UTC")
 VARIANTS = {
     "default": {},
