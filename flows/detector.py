@@ -121,7 +121,8 @@ class DetectorConfig:
     max_opens_per_day: int = 12  # a key opening more episodes than this in a day is not having
     # that many spikes: its alerting windows are its normal and are learnt (no self-sealing)
     recur_within: float = 900.0  # seconds: an episode opening this close to the time of one
-    # the day before is a daily pattern, learnt as well (0: never)
+    # recur_days before is a daily or weekly pattern, learnt as well (0: never)
+    recur_days: tuple[int, ...] = (1, 7)  # ... a day before, a week before
     outage_p: float = 1e-7  # counts: a run of empty windows this improbable is missing data
     # (0: never)
     outage_max: int = 288  # ... (not learnt) for at most this many windows; then the key is quiet
@@ -551,18 +552,21 @@ class SeriesDetector:
         """Record an episode opening at ``t``, and say whether it is what this key normally does
         (its windows are then learnt). Alerting windows are kept out of the baseline, or a spike
         would leak into its own baseline; but a key that opened an episode at this time of day
-        yesterday too (within ``recur_within``) has a daily pattern, and one that opens more
-        than ``max_opens_per_day`` a day has blips as its normal. Their windows are learnt, or
-        the key would alert on them forever (its baseline and noise scale would never see
-        them)."""
-        day = 86400.0
-        within = self.config.recur_within
-        recurrent = within > 0 and any(abs(t - o - day) <= within for o in self.opens)
-        self.opens = [o for o in self.opens if o > t - day - within][
-            -4 * self.config.max_opens_per_day :
-        ]
+        yesterday, or at this time of the week a week ago (within ``recur_within``), has a daily
+        or weekly pattern, and one that opens more than ``max_opens_per_day`` a day has blips as
+        its normal. Their windows are learnt, or the key would alert on them forever (its
+        baseline and noise scale would never see them): an hour of the week that alerted once
+        is kept out of the hour-of-week profile, so it alerts again a week later."""
+        c = self.config
+        day, within = 86400.0, c.recur_within
+        lags = [k * day for k in c.recur_days] or [day]
+        recurrent = within > 0 and any(
+            abs(t - o - lag) <= within for o in self.opens for lag in lags
+        )
+        kept = 4 * c.max_opens_per_day * max((1, *c.recur_days))
+        self.opens = [o for o in self.opens if o > t - max(lags) - within][-kept:]
         self.opens.append(t)
-        return recurrent or sum(o > t - day for o in self.opens) > self.config.max_opens_per_day
+        return recurrent or sum(o > t - day for o in self.opens) > c.max_opens_per_day
 
     def _deseasonalise(self, value: float, seasonal: float) -> float:
         """``value`` without ``seasonal``, the whole seasonal factor or offset of its window."""

@@ -149,7 +149,7 @@ class _quiet:
 # -- the oracle -----------------------------------------------------------------------------------
 
 
-def _count_z(x: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+def count_z(x: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
     """z of the mid-p upper tail of a count with this mean and variance (NB or Poisson)."""
     x = np.round(np.maximum(x, 0))
     mean = np.maximum(mean, 1e-9)
@@ -175,7 +175,7 @@ def oracle_score(series, _threshold: float = float("nan")) -> np.ndarray:
         for k in range(1, SCAN + 1):
             kernel = np.ones(k)
             sums = [np.convolve(a, kernel)[: len(x)] for a in (x, mu, variance)]
-            best = np.maximum(best, _count_z(*sums))
+            best = np.maximum(best, count_z(*sums))
         return best
     if series.law == "t5":
         tau = sd / np.sqrt(5 / 3)  # the t scale of noise with this sd

@@ -10,8 +10,8 @@ the default detector and with one of its safeguards switched off:
 
 * ``no fine correction``: ``fine_gate`` so high that the 5-minute time-of-day correction is
   never used;
-* ``no daily recurrence``: ``recur_within = 0``, so an alert at yesterday's time is not
-  taken as a daily pattern;
+* ``no recurrence rule``: ``recur_within = 0``, so an alert at yesterday's time (or last
+  week's) is not taken as a daily (weekly) pattern;
 * ``no blip rule``: ``max_opens_per_day`` so high that a key alerting all day never learns
   its alerting windows.
 
@@ -20,7 +20,10 @@ come two shares: of seasonal count series whose feed was silent for 3 hours, tho
 within 2 hours of it coming back, with the outage rule and without it (``outage_p = 0``, so
 the empty hours are learnt as a new level); and of plain Gaussian series, those that score
 3.75 or more in their first hour (before the detector may alert, but a backtest of
-``anomaly_score`` would count it).
+``anomaly_score`` would count it). Last, a gauge with busy weekday afternoons and flat
+weekends (``weekday_gauge``), over five weeks: the alert episodes a week in weeks 3-5, with
+the weekly recurrence rule and without it (``recur_days = (1,)``). Without it an hour of the
+week that alerted once is never learnt, so some series alert at that hour every week.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from flows.detector_eval import PER_DAY, WINDOW
 logger = logging.getLogger(__name__)
 
 START = pd.Timestamp("2014-04-01", tz="UTC")
+WEEK_START = pd.Timestamp("2014-04-07", tz="UTC")  # a Monday
+WEEKLY_DAYS = 35
 VARIANTS = {
     "default": {},
     "no fine correction": {"fine_gate": 1e9},
-    "no daily recurrence": {"recur_within": 0.0},
+    "no recurrence rule": {"recur_within": 0.0},
     "no blip rule": {"max_opens_per_day": 10**6},
 }
 
@@ -79,6 +84,17 @@ def outage(days: int, rng: np.random.Generator, hours: int = 3):
     return times, values
 
 
+def weekday_gauge(days: int, rng: np.random.Generator):
+    """A continuous gauge (noise sd 1) whose weekday afternoons peak 16 sd above the night
+    (a bell curve at 15:00) and whose weekends are 0.4 of that pattern; it starts on a
+    Monday."""
+    times = pd.date_range(WEEK_START, periods=days * PER_DAY, freq=WINDOW)
+    hour = np.asarray(times.hour + times.minute / 60)
+    weekend = np.where(np.asarray(times.day_of_week) >= 5, 0.4, 1.0)
+    busy = 0.4 + 2.0 * np.exp(-(((hour - 15) / 3.5) ** 2))
+    return times, 100 + 8 * (busy * weekend - 1) + rng.standard_normal(len(times))
+
+
 def plain(days: int, rng: np.random.Generator, *, counts: bool):
     times = pd.date_range(START, periods=days * PER_DAY, freq=WINDOW)
     if counts:
@@ -111,6 +127,17 @@ def comeback_share(seeds: int, config: DetectorConfig, hours: int = 3) -> float:
         opened = np.flatnonzero(score_series(times, values, config)["opened"].to_numpy())
         hits += bool(((opened >= back) & (opened < back + 24)).any())
     return hits / (4 * seeds)
+
+
+def weekly_rate(seeds: int, config: DetectorConfig) -> float:
+    """Alert episodes a week in weeks 3-5 of ``4 x seeds`` five-week ``weekday_gauge``
+    series."""
+    opened_late = 0
+    for seed in range(4 * seeds):
+        times, values = weekday_gauge(WEEKLY_DAYS, np.random.default_rng(seed))
+        opened = np.flatnonzero(score_series(times, values, config)["opened"].to_numpy())
+        opened_late += int((opened >= 14 * PER_DAY).sum())
+    return opened_late / (4 * seeds) / (WEEKLY_DAYS / 7 - 2)
 
 
 def first_hour_share(seeds: int, level: float) -> float:
@@ -163,6 +190,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     share = first_hour_share(args.seeds, 3.75)
     out.write(f"Plain Gaussian series scoring >= 3.75 in their first hour: {share:.2f}\n")
+    weekly = weekly_rate(args.seeds, DetectorConfig())
+    weekly_off = weekly_rate(args.seeds, DetectorConfig(recur_days=(1,)))
+    out.write(
+        f"Weekday/weekend gauges ({WEEKLY_DAYS} days): alert episodes a week in weeks 3-5: "
+        f"{weekly:.2f} (no weekly recurrence: {weekly_off:.2f})\n"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from flows.detector import (
     read_series_csv,
     score_series,
 )
-from flows.detector_shapes import daily_steps, outage
+from flows.detector_shapes import daily_steps, outage, weekday_gauge
 from flows.detector_shapes import main as shapes_main
 
 T0 = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
@@ -404,6 +404,25 @@ def test_a_daily_step_is_learnt_instead_of_alerting_every_day(counts, most_late)
     assert len(week_2["smooth"]) >= 6
     assert len([i for i in week_2["fine"] if not spike <= i <= spike + 2]) <= most_late
     assert scored["alert"].to_numpy()[spike : spike + 3].any()  # a real spike still alerts
+
+
+@pytest.mark.parametrize("seed", [4, 11])
+def test_a_weekly_pattern_is_learnt_instead_of_alerting_every_week(seed):
+    """On these two weekday/weekend gauges one afternoon alerts in week 2 (its hour-of-week
+    slots were kept out of the profile by an episode the week before). With the daily rule
+    alone that hour is never learnt and alerts every week; with the weekly rule its second
+    recurrence is learnt and it stops. A real spike at that hour later still alerts."""
+    times, values = weekday_gauge(36, np.random.default_rng(seed))
+    spike = 33 * 288 + 15 * 12  # day 33, 15:00
+    values[spike : spike + 3] += 8.0  # 8 noise sd
+    late = {}
+    for name, config in (("weekly", DetectorConfig()), ("daily", DetectorConfig(recur_days=(1,)))):
+        scored = score_series(times, values, config)
+        opened = np.flatnonzero(scored["opened"].to_numpy())
+        late[name] = [i for i in opened if 14 * 288 <= i < spike]
+        assert scored["alert"].to_numpy()[spike : spike + 3].any()
+    assert len(late["daily"]) >= 3  # every week at the same time
+    assert len(late["weekly"]) <= 1  # the recurrence that got it learnt
 
 
 def test_a_key_that_alerts_all_day_learns_its_blips():

@@ -19,7 +19,10 @@ from flows.detector_eval import (
     count_series,
     episodes,
     evaluate,
+    recall_by_evidence,
+    recall_of_events,
     robust_unit,
+    spike_evidence,
     spike_shape,
     summarise,
 )
@@ -76,7 +79,7 @@ def test_copies_and_retweets_count_as_one_story():
 
 def labelled(n: int, spikes: list[Spike], shifts=()) -> LabelledSeries:
     return LabelledSeries(
-        "x", "gauss", np.zeros(n), np.zeros(n), np.ones(n), spikes, list(shifts), []
+        "x", "gauss", np.zeros(n), np.zeros(n), np.ones(n), spikes, list(shifts), [], law="gauss"
     )
 
 
@@ -99,6 +102,43 @@ def test_a_spike_is_found_within_two_windows_and_other_episodes_are_false():
     assert (result.true_episodes, result.false_episodes) == (2, 1)
     row = summarise([result]).set_index("family").loc["gauss"]
     assert (row["recall"], row["recall_d1"], row["false_per_key_week"]) == (0.5, 0.0, 1.0)
+
+
+def test_spike_evidence_is_how_rare_the_peak_is_as_noise():
+    """On Gaussian noise it is the height in sd; the same "robust sd" height is a much weaker
+    event on a sparse count (skewed) or on Student-t noise (heavy tails)."""
+    n = 400
+
+    def one(law: str, mu: float, sd: float, excess: list[float]) -> float:
+        spike = Spike(100, 4.0, 1, 1.0, 1.0, np.asarray(excess, dtype=float))
+        expected = np.full(n, mu)
+        series = LabelledSeries("s", "x", expected, expected, np.full(n, sd), [spike], [], [])
+        series.law = law
+        return spike_evidence(series, spike)
+
+    assert one("gauss", 100.0, 2.0, [8.0, 4.0, 2.0, 1.0]) == pytest.approx(4.0)
+    assert one("gauss", 100.0, 1.0, [2.0, 5.0, 1.0]) == pytest.approx(5.0)  # the largest of 3
+    assert one("gauss", 100.0, 1.0, [1.0, 1.0, 1.0, 9.0]) == pytest.approx(1.0)  # too late
+    # 2 stories at 0.3 expected: "4 robust sd" on the MAD yardstick (0.44), a 2-sd event
+    sparse = one("poisson", 0.3, math.sqrt(0.3), [1.7])
+    assert 2.0 < sparse < 2.6
+    heavy = one("t5", 0.0, math.sqrt(5 / 3) / (0.7267 * 1.4826), [4.0])  # 4 MAD-based sd of t5
+    assert 2.5 < heavy < 2.8
+    dense = one("nb", 40.0, math.sqrt(40.0), [4 * math.sqrt(40.0)])
+    assert 3.3 < dense < 4.0  # the count's skew: a little weaker than 4 sd
+
+
+def test_recall_by_evidence_bins_the_spikes_by_that_rarity():
+    spikes = [Spike(100 + 200 * k, 4.0, 1, 1.0, 1.0, np.asarray([h, 0.5])) for k, h in
+              enumerate([2.0, 3.5, 4.5, 7.0])]  # fmt: skip
+    alert = np.zeros(2016, dtype=bool)
+    alert[[500, 700]] = True  # the 4.5- and 7-sd spikes
+    result = evaluate(labelled(2016, spikes), alert)
+    assert result.evidence == pytest.approx([2.0, 3.5, 4.5, 7.0])
+    table = recall_by_evidence([result]).set_index("peak_as_noise_sd")
+    assert table.loc["< 3", "recall"] == 0.0 and table.loc[">= 6", "recall"] == 1.0
+    assert table["spikes"].sum() == 4
+    assert recall_of_events([result]) == 1.0 and recall_of_events([result], 3.0) == 2 / 3
 
 
 @pytest.mark.parametrize(
