@@ -24,9 +24,10 @@ as far as it stands ``fine_gate`` standard errors out of its own noise.
 Keeping it clean: windows are learnt ``scan - 1`` windows late, and not at all when they are
 part of an alert episode (including the windows just before it opened), so a spike never
 leaks into its own baseline. Two kinds of episode are the key's normal and are learnt: one
-that opens within 15 minutes of the time an episode opened the day before (a daily pattern),
-and any episode of a key that opened more than ``max_opens_per_day`` in the last day (a
-quantised or blippy series). Without this they would alert for ever. Empty windows of a
+that opens within 15 minutes of the time an episode opened the day before or the week before
+(a daily or weekly pattern), and any episode of a key that opened more than
+``max_opens_per_day`` in the last day (a quantised or blippy series). Without this they would
+alert for ever. Empty windows of a
 count key are missing data, not learnt, while their run is less likely than ``outage_p`` under
 the key's law (a busy key whose feed is down), for at most ``outage_max`` windows; learnt, they
 would re-anchor the level to nothing and the key would alert when the feed came back.
