@@ -27,13 +27,16 @@ leaks into its own baseline. Two kinds of episode are the key's normal and are l
 that opens within 15 minutes of the time an episode opened the day before or the week before
 (a daily or weekly pattern), and any episode of a key that opened more than
 ``max_opens_per_day`` in the last day (a quantised or blippy series). Without this they would
-alert for ever. Empty windows of a
-count key are missing data, not learnt, while their run is less likely than ``outage_p`` under
-the key's law (a busy key whose feed is down), for at most ``outage_max`` windows; learnt, they
-would re-anchor the level to nothing and the key would alert when the feed came back.
-Learnt values are Huber-clipped at ``clip`` sd. A level shift is accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
+alert for ever. Empty windows of a count key are missing data, not learnt, while their run is
+less likely than ``outage_p`` under the key's law (a busy key whose feed is down), for at most
+``outage_max`` windows; learnt, they would re-anchor the level to nothing and the key would
+alert when the feed came back. Learnt values are Huber-clipped at ``clip`` sd. A level shift
+is accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
 profile is learnt) when the mean score of the last ``adapt_after`` learnt windows is beyond
-+-``shift_level`` (a shift too small to alert): the level is re-anchored to those windows.
++-``shift_level`` (a shift too small to alert; counts only): the level is re-anchored to
+those windows. A run of ``run_windows`` learnt windows all well below the expected value is
+the level catching up with a drop, not noise: it does not teach a continuous series its noise
+scale or tail weight.
 
 The noise
     counts: negative binomial with variance ``dispersion x expected``, where the dispersion
@@ -116,6 +119,9 @@ class DetectorConfig:
     min_history: int = 12  # windows before a series may alert (one hour at 5 minutes)
     adapt_after: int = 24  # episode windows after which it is a level shift
     shift_level: float = 1.0  # mean score of the last adapt_after windows that is a level shift
+    run_windows: int = 3  # others: a run of this many learnt windows whose mean one-window z
+    run_level: float = 2.0  # ... is below -this is the level catching up with a drop, not noise:
+    # it teaches neither the noise scale nor the tail weight (0 windows: no such runs)
     mature: int = 576  # windows learnt before a drift counts as a level shift (two days at
     # 5 minutes; before that the profile is still being learnt)
     min_rate: float = 0.05  # floor of the expected count, so empty keys are not alarmed by 1 item
@@ -341,9 +347,10 @@ class SeriesDetector:
     episode_values: list[float] = field(default_factory=list)  # its deseasonalised values
     # the last scan - 1 windows, newest last: [t, value, expected, z, raw z, learnable]
     pending: list[list] = field(default_factory=list)
-    recent: list[list[float]] = field(default_factory=list)  # learnt [deseasonalised, z]
+    # the last adapt_after learnt windows: [deseasonalised, z, z without inflation]
+    recent: list[list[float]] = field(default_factory=list)
     last_t: float | None = None  # epoch seconds of the last window
-    opens: list[float] = field(default_factory=list)  # when episodes opened (the last day)
+    opens: list[float] = field(default_factory=list)  # when episodes opened (the last week)
     zero_run: int = 0  # counts: empty windows in a row up to now ...
     zero_logp: float = 0.0  # ... and the log of their joint probability
     learn_episode: bool = False  # the open episode is the key's normal: learn its windows
@@ -596,11 +603,11 @@ class SeriesDetector:
         d, w, h, seasonal = self._season(t)  # the smooth profiles learn without the fine part
         fine, fine_slot = self._fine(t), self.fine[_fine_slot(t)]
         deseasonalised = self._deseasonalise(value, self._combine(seasonal, fine))
-        self.recent = [*self.recent, [deseasonalised, z]][-c.adapt_after :]
+        self.recent = [*self.recent, [deseasonalised, z, raw]][-c.adapt_after :]
         if self.counts and len(self.recent) >= c.adapt_after and self.learnt > c.mature:
-            drift = float(np.mean([zz for _, zz in self.recent]))
+            drift = float(np.mean([entry[1] for entry in self.recent]))
             if abs(drift) > c.shift_level:
-                self._reanchor([v for v, _ in self.recent])
+                self._reanchor([entry[0] for entry in self.recent])
                 return
         hour, f, weekday, week_hour = _slots(t)
         daily = ((self.daily[hour], 1 - f), (self.daily[(hour + 1) % 24], f))
@@ -638,9 +645,10 @@ class SeriesDetector:
         else:
             sd = self.robust_sd() if self.learnt > 2 else abs(value - expected) + 1e-9
             residual = abs(value - expected)
-            self.scale += a_scale * (min(residual, 4 * sd) - self.scale)
-            beyond = float(residual > TAIL_AT * sd)
-            self.beyond += max(c.tail_alpha, warm) * (beyond - self.beyond)
+            if not self._in_run_below():
+                self.scale += a_scale * (min(residual, 4 * sd) - self.scale)
+                beyond = float(residual > TAIL_AT * sd)
+                self.beyond += max(c.tail_alpha, warm) * (beyond - self.beyond)
             low = expected - c.clip * sd
             x = min(max(value, low), expected + c.clip * sd)
             if not first_day:
@@ -652,6 +660,20 @@ class SeriesDetector:
             _learn_offsets(hourly, x - self.level, c.hourly_alpha)  # needs no daily profile
             if not first_day:
                 _learn_offset(self.weekly[weekday], x - self.level - d, c.weekly_alpha)
+
+    def _in_run_below(self) -> bool:
+        """Are the last ``run_windows`` learnt windows all well below the expected value (their
+        mean one-window z, without inflation, under -``run_level``)? Such a run is the level
+        catching up with a drop, not noise. A continuous key has no alert episode to re-anchor
+        on when it drops (alerts are upward), so the fast level follows over a few hours, and
+        learnt as noise those windows doubled the noise scale for a day and gave the key the
+        tails of a t with 7 degrees of freedom for weeks after a drop of 8 sd. Runs above the
+        expected value mostly alert and are not learnt anyway; the rest (the edges of a daily
+        step) are left to widen the noise, which keeps a market-open step from alerting."""
+        k = self.config.run_windows
+        if k <= 0 or len(self.recent) < k:
+            return False
+        return float(np.mean([entry[2] for entry in self.recent[-k:]])) < -self.config.run_level
 
     def _become_continuous(self) -> None:
         """A non-count value arrived: keep the level, restart the seasonal profile as offsets."""
@@ -714,7 +736,9 @@ class SeriesDetector:
             pending=[
                 [*(float(x) for x in entry[:5]), bool(entry[5])] for entry in state["pending"]
             ],
-            recent=[[float(v), float(z)] for v, z in state["recent"]],
+            recent=[  # before stop 15 an entry had no z without inflation: its z stands in
+                [float(entry[0]), float(entry[1]), float(entry[-1])] for entry in state["recent"]
+            ],
             last_t=state.get("last_t"),
             opens=[float(o) for o in state.get("opens", [])],
             learn_episode=bool(state.get("learn_episode", False)),

@@ -425,6 +425,31 @@ def test_a_weekly_pattern_is_learnt_instead_of_alerting_every_week(seed):
     assert len(late["weekly"]) <= 1  # the recurrence that got it learnt
 
 
+def test_a_drop_is_not_learnt_as_heavy_tailed_noise():
+    """A continuous key that drops by 8 sd has no alert episode to re-anchor on (alerts are
+    upward); its fast level follows over a few hours. Those windows, all far below the expected
+    value, are not noise: learnt as noise they gave the key the tails of a t with 5-8 degrees
+    of freedom for days (a 5-sd spike then scores about 3.3). Now its tails stay as they were."""
+    times = pd.date_range(T0, periods=6 * 288, freq=W)
+    drop, later = 3 * 288, 6 * 288 - 1
+    for seed in range(6):
+        values = 100 + np.random.default_rng(seed).standard_normal(len(times))
+        values[drop:] -= 8.0
+        ratios = {}
+        for name, config in (
+            ("rule", DetectorConfig()),
+            ("no rule", DetectorConfig(run_windows=0)),
+        ):
+            detector = SeriesDetector(config=config)
+            for i, (t, v) in enumerate(zip(times, values, strict=True)):
+                if i == drop:
+                    before = detector.tail_df
+                detector.update(t, v)
+                if i == later:
+                    ratios[name] = detector.tail_df / before
+        assert ratios["rule"] > 0.8 > ratios["no rule"]
+
+
 def test_a_key_that_alerts_all_day_learns_its_blips():
     """A quantised series (0, now and then 0.5) seals its MAD-based scale shut when its
     alerting windows are never learnt; past ``max_opens_per_day`` openings a day they are
@@ -447,8 +472,10 @@ def test_a_state_saved_before_the_fine_correction_still_loads():
     old = json.loads(json.dumps(detector.state()))
     for key in ("fine", "opens", "learn_episode"):  # what a state of the previous release lacks
         del old[key]
+    old["recent"] = [entry[:2] for entry in old["recent"]]  # before stop 15: no raw z
     restored = SeriesDetector.from_state(old, DetectorConfig())
     assert restored.fine == [[0.0, 0.0]] * 288 and restored.opens == []
+    assert restored.recent and all(len(entry) == 3 for entry in restored.recent)
     later = times[-1] + W  # a smooth series: the fine slots held (almost) nothing
     assert restored.update(later, 8.0).expected == pytest.approx(
         detector.update(later, 8.0).expected, rel=0.02
