@@ -34,8 +34,8 @@ alert when the feed came back. Learnt values are Huber-clipped at ``clip`` sd. A
 is accepted as the new normal when an episode lasts ``adapt_after`` windows, or (once the
 profile is learnt) when the mean score of the last ``adapt_after`` learnt windows is beyond
 +-``shift_level`` (a shift too small to alert; counts only): the level is re-anchored to
-those windows. A run of ``run_windows`` learnt windows all well below the expected value is
-the level catching up with a drop, not noise: it does not teach a continuous series its noise
+those windows. A run of ``run_windows`` learnt windows well below the expected value (on
+average) is the level catching up with a drop, not noise: it does not teach a continuous series its noise
 scale or tail weight.
 
 The noise
@@ -662,7 +662,7 @@ class SeriesDetector:
                 _learn_offset(self.weekly[weekday], x - self.level - d, c.weekly_alpha)
 
     def _in_run_below(self) -> bool:
-        """Are the last ``run_windows`` learnt windows all well below the expected value (their
+        """Are the last ``run_windows`` learnt windows well below the expected value (their
         mean one-window z, without inflation, under -``run_level``)? Such a run is the level
         catching up with a drop, not noise. A continuous key has no alert episode to re-anchor
         on when it drops (alerts are upward), so the fast level follows over a few hours, and
