@@ -166,6 +166,17 @@ def count_z(x: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> np.ndarray
     return -special.ndtri(tail)
 
 
+def noise_z(law: str, residual: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """z of one window ``residual`` above ``mean`` under a series' true noise law (nb, poisson,
+    t5 or gauss) with this sd."""
+    if law in ("nb", "poisson"):
+        return count_z(mean + residual, mean, sd**2 if law == "nb" else mean)
+    if law == "t5":
+        tau = sd / np.sqrt(5 / 3)  # the t scale of noise with this sd
+        return -special.ndtri(np.clip(stats.t.sf(residual / tau, 5), 1e-300, 1.0))
+    return residual / sd
+
+
 def oracle_score(series, _threshold: float = float("nan")) -> np.ndarray:
     x = series.values.astype(float)
     mu, sd = series.expected, series.noise_sd
@@ -177,11 +188,7 @@ def oracle_score(series, _threshold: float = float("nan")) -> np.ndarray:
             sums = [np.convolve(a, kernel)[: len(x)] for a in (x, mu, variance)]
             best = np.maximum(best, count_z(*sums))
         return best
-    if series.law == "t5":
-        tau = sd / np.sqrt(5 / 3)  # the t scale of noise with this sd
-        u = -special.ndtri(np.clip(stats.t.sf((x - mu) / tau, 5), 1e-300, 1.0))
-    else:
-        u = (x - mu) / sd
+    u = noise_z(series.law, x - mu, mu, sd)
     for k in range(1, SCAN + 1):
         best = np.maximum(best, np.convolve(u, np.ones(k))[: len(x)] / np.sqrt(k))
     return best

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from flows.detector import DetectorConfig, score_series
+from flows.detector_baselines import noise_z
 
 logger = logging.getLogger(__name__)
 
@@ -431,22 +432,10 @@ def spike_evidence(series: LabelledSeries, spike: Spike) -> float:
     excess under the series' true noise law, as a Gaussian z. On Gaussian noise it is the
     spike's height in sd; a "4 robust sd" spike is a much weaker event on a sparse or skewed
     count (a 2-story peak at 0.3 expected stories is a 2-sd event) or on Student-t noise."""
-    from scipy import special, stats
-
-    from flows.detector_baselines import count_z
-
     k = min(MAX_DELAY + 1, len(spike.excess), len(series.values) - spike.onset)
     window = slice(spike.onset, spike.onset + k)
-    mu, sd, excess = series.expected[window], series.noise_sd[window], spike.excess[:k]
-    if series.law in ("nb", "poisson"):
-        variance = sd**2 if series.law == "nb" else mu
-        z = count_z(mu + excess, mu, variance)
-    elif series.law == "t5":
-        tail = stats.t.sf(excess / (sd / math.sqrt(5 / 3)), 5)
-        z = -special.ndtri(np.clip(tail, 1e-300, 1.0))
-    else:
-        z = excess / sd
-    return float(np.max(z))
+    mu, sd = series.expected[window], series.noise_sd[window]
+    return float(np.max(noise_z(series.law, spike.excess[:k], mu, sd)))
 
 
 def evaluate(series: LabelledSeries, alert: np.ndarray) -> SeriesResult:
