@@ -50,7 +50,7 @@ import string
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,12 @@ class LabelledSeries:
     @property
     def times(self) -> pd.DatetimeIndex:
         return pd.date_range(START, periods=len(self.values), freq=WINDOW)
+
+    @cached_property
+    def evidence(self) -> list[float]:
+        """`spike_evidence` of every spike: the series' alone, so worked out once, not at
+        every threshold a detector is evaluated at."""
+        return [spike_evidence(self, s) for s in self.spikes]
 
 
 def spike_shape(size: float, rise: int, half_life: float, max_len: int = 24) -> np.ndarray:
@@ -454,9 +460,14 @@ def evaluate(series: LabelledSeries, alert: np.ndarray) -> SeriesResult:
     opens = np.array([start for start, _ in episodes(alert)], dtype=int)
     true_episodes = int(explained[opens].sum()) if len(opens) else 0
     false_episodes = int((~explained[opens] & ~grace[opens]).sum()) if len(opens) else 0
-    evidence = [spike_evidence(series, s) for s in series.spikes]
     return SeriesResult(
-        series.name, series.family, n / PER_WEEK, found, true_episodes, false_episodes, evidence
+        series.name,
+        series.family,
+        n / PER_WEEK,
+        found,
+        true_episodes,
+        false_episodes,
+        series.evidence,
     )
 
 
@@ -533,15 +544,19 @@ def recall_by_rate(results: list[SeriesResult]) -> pd.DataFrame:
 EVIDENCE_BINS = (-math.inf, 3.0, 4.0, 5.0, 6.0, math.inf)
 
 
-def recall_by_evidence(results: list[SeriesResult]) -> pd.DataFrame:
-    """Recall by ``spike_evidence``: how rare each spike's peak is as noise, whatever its
-    size in robust sd. The target's "4 robust sd" is a 4-sd event only on Gaussian noise."""
-    rows = [
+def _found_by_evidence(results: list[SeriesResult]) -> list[tuple[float, bool]]:
+    """(spike_evidence, found) of every spike."""
+    return [
         (z, delay is not None)
         for r in results
         for z, (_, _, delay, _) in zip(r.evidence, r.found, strict=True)
     ]
-    frame = pd.DataFrame(rows, columns=["z", "found"])
+
+
+def recall_by_evidence(results: list[SeriesResult]) -> pd.DataFrame:
+    """Recall by ``spike_evidence``: how rare each spike's peak is as noise, whatever its
+    size in robust sd. The target's "4 robust sd" is a 4-sd event only on Gaussian noise."""
+    frame = pd.DataFrame(_found_by_evidence(results), columns=["z", "found"])
     labels = [f"< {hi:g}" if lo == -math.inf else f">= {lo:g}" if hi == math.inf else f"{lo:g}-{hi:g}"
               for lo, hi in zip(EVIDENCE_BINS, EVIDENCE_BINS[1:], strict=False)]  # fmt: skip
     frame["peak_as_noise_sd"] = pd.cut(frame["z"], EVIDENCE_BINS, labels=labels, right=False)
@@ -554,12 +569,7 @@ def recall_by_evidence(results: list[SeriesResult]) -> pd.DataFrame:
 
 def recall_of_events(results: list[SeriesResult], at_least: float = 4.0) -> float:
     """Recall over the spikes whose peak is at least an ``at_least``-sd event as noise."""
-    hits = [
-        delay is not None
-        for r in results
-        for z, (_, _, delay, _) in zip(r.evidence, r.found, strict=True)
-        if z >= at_least
-    ]
+    hits = [found for z, found in _found_by_evidence(results) if z >= at_least]
     return float(np.mean(hits)) if hits else float("nan")
 
 
