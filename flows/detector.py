@@ -673,7 +673,7 @@ class SeriesDetector:
         k = self.config.run_windows
         if k <= 0 or len(self.recent) < k:
             return False
-        return float(np.mean([entry[2] for entry in self.recent[-k:]])) < -self.config.run_level
+        return sum(entry[2] for entry in self.recent[-k:]) / k < -self.config.run_level
 
     def _become_continuous(self) -> None:
         """A non-count value arrived: keep the level, restart the seasonal profile as offsets."""
