@@ -122,6 +122,12 @@ class DetectorConfig:
     run_windows: int = 3  # others: a run of this many learnt windows whose mean one-window z
     run_level: float = 2.0  # ... is below -this is the level catching up with a drop, not noise:
     # it teaches neither the noise scale nor the tail weight (0 windows: no such runs)
+    drop_windows: int = 24  # others, once mature: the last this many learnt windows with a
+    drop_level: float = 3.0  # median one-window z below -this are a drop: the level is
+    # re-anchored to them (0 windows: never; upward shifts alert and re-anchor after
+    # adapt_after windows; 12 windows at -2 re-anchored on a daily step down)
+    young_days: float = 2.0  # an episode opening before the baseline has learnt this many days
+    # of windows is learnt: a young profile's misfit is not kept out of the profile for weeks
     mature: int = 576  # windows learnt before a drift counts as a level shift (two days at
     # 5 minutes; before that the profile is still being learnt)
     min_rate: float = 0.05  # floor of the expected count, so empty keys are not alarmed by 1 item
@@ -345,7 +351,7 @@ class SeriesDetector:
     burst: float = 1.0  # EWMA of squared one-window scores (variance inflation)
     episode: int = 0  # windows in the current alert episode (0: none open)
     episode_values: list[float] = field(default_factory=list)  # its deseasonalised values
-    # the last scan - 1 windows, newest last: [t, value, expected, z, raw z, learnable]
+    # the last scan - 1 windows, newest last: [t, value, expected, z, raw z, learnable, young]
     pending: list[list] = field(default_factory=list)
     # the last adapt_after learnt windows: [deseasonalised, z, z without inflation]
     recent: list[list[float]] = field(default_factory=list)
@@ -354,6 +360,7 @@ class SeriesDetector:
     zero_run: int = 0  # counts: empty windows in a row up to now ...
     zero_logp: float = 0.0  # ... and the log of their joint probability
     learn_episode: bool = False  # the open episode is the key's normal: learn its windows
+    young_episode: bool = False  # ... or the baseline was young when it opened: learn them clipped
 
     # -- the model ----------------------------------------------------------------------
     def _season(self, t: float) -> tuple[float, float, float, float]:
@@ -475,7 +482,7 @@ class SeriesDetector:
         best, total, mean, z_sum = z, value, expected, z
         inflate = self._inflation()
         variance = self.dispersion_at(expected) * expected if self.counts else 0.0
-        for k, (_, v, e, zp, _, _) in enumerate(reversed(self.pending), start=2):
+        for k, (_, v, e, zp, *_) in enumerate(reversed(self.pending), start=2):
             if self.counts:
                 total, mean = total + v, mean + e
                 variance += self.dispersion_at(e) * e
@@ -511,17 +518,20 @@ class SeriesDetector:
         closed = was_open and not alerting
         self.episode = self.episode + 1 if alerting else 0
         if opened:
-            self.learn_episode = self._record_opening(t)
-            if not self.learn_episode:  # the windows that led up to it are part of the spike
-                for entry in self.pending:
-                    entry[5] = False
+            normal = self._record_opening(t)
+            self.young_episode = not normal and self._young()
+            self.learn_episode = normal or self.young_episode
+            for entry in self.pending:  # the windows that led up to it are part of the spike
+                entry[5] = entry[5] and self.learn_episode
+                entry[6] = entry[6] or self.young_episode
         outage = self._outage(value, expected)
         earlier = min(self.zero_run - 1, len(self.pending))  # this run's windows still pending
         if outage and earlier > 0:  # they are missing data as well
             for entry in self.pending[-earlier:]:
                 entry[5] = False
         learnable = (self.learn_episode or not alerting) and not outage
-        self.pending.append([t, value, expected, z, raw, learnable])
+        young = alerting and self.young_episode  # learnt only because the baseline is young
+        self.pending.append([t, value, expected, z, raw, learnable, young])
         if alerting:
             seasonal = self._seasonal(t)
             self.episode_values = [*self.episode_values, self._deseasonalise(value, seasonal)]
@@ -592,8 +602,17 @@ class SeriesDetector:
         self.pending = []
 
     def _learn(
-        self, t: float, value: float, expected: float, z: float, raw: float, learnable: bool
+        self,
+        t: float,
+        value: float,
+        expected: float,
+        z: float,
+        raw: float,
+        learnable: bool,
+        young: bool = False,
     ) -> None:
+        """Learn a window that is ``scan - 1`` windows old, if ``learnable``; ``young``: it
+        alerted and is learnt only because the baseline is young, so it is clipped everywhere."""
         c = self.config
         if not learnable:
             return
@@ -609,6 +628,9 @@ class SeriesDetector:
             if abs(drift) > c.shift_level:
                 self._reanchor([entry[0] for entry in self.recent])
                 return
+        if not self.counts and self._dropped():
+            self._reanchor([entry[0] for entry in self.recent[-c.drop_windows :]])
+            return
         hour, f, weekday, week_hour = _slots(t)
         daily = ((self.daily[hour], 1 - f), (self.daily[(hour + 1) % 24], f))
         hourly = ((self.hourly[week_hour], 1 - f), (self.hourly[(week_hour + 1) % 168], f))
@@ -651,8 +673,8 @@ class SeriesDetector:
                 self.beyond += max(c.tail_alpha, warm) * (beyond - self.beyond)
             low = expected - c.clip * sd
             x = min(max(value, low), expected + c.clip * sd)
-            if not first_day:
-                target = max(value, low) - self.level - seasonal
+            if not first_day:  # not clipped above, unless a young alert (see _young)
+                target = (x if young else max(value, low)) - self.level - seasonal
                 _learn_offset(fine_slot, target, c.fine_alpha, start=0.0)
             x -= fine
             self.level += a_level * (x - seasonal - self.level)
@@ -675,6 +697,33 @@ class SeriesDetector:
             return False
         return sum(entry[2] for entry in self.recent[-k:]) / k < -self.config.run_level
 
+    def _young(self) -> bool:
+        """Continuous: has the baseline learnt fewer than ``young_days`` days of windows? Until
+        then an alert episode is learnt. On the first day of a key with a steep daily curve the
+        rising afternoon alerted, lasted ``adapt_after`` windows and re-anchored the level at the
+        peak; the hour-of-week offsets learnt against that level were wrong by up to 13 sd, so
+        the same hours alerted a week later, and again, since alerting windows are not learnt.
+        Their values are clipped at ``clip`` sd (the fine time-of-day part, which otherwise
+        learns unclipped values, included), so a spike in these days leaks into the level and
+        the profiles by that much at most. Counts learn only the level and the daily
+        profile on their first day, so they keep their episodes out (a spike would teach a new
+        hour-of-week slot its own size)."""
+        c = self.config
+        return not self.counts and self.learnt * c.window.total_seconds() < c.young_days * 86400
+
+    def _dropped(self) -> bool:
+        """Continuous, once mature: are the last ``drop_windows`` learnt windows a drop (their
+        median one-window z, without inflation, under -``drop_level``)? The level alone would
+        take a day to follow one (its learnt values are clipped at ``clip`` sd, so after a drop of
+        8 sd the expected value was still 1.6 sd too high 9 hours later, and spikes went unseen).
+        The median, not the mean: most of the windows re-anchored on are then past the drop."""
+        c = self.config
+        k = c.drop_windows
+        if k <= 0 or len(self.recent) < k or self.learnt <= c.mature:
+            return False
+        z = sorted(entry[2] for entry in self.recent[-k:])
+        return (z[(k - 1) // 2] + z[k // 2]) / 2 < -c.drop_level
+
     def _become_continuous(self) -> None:
         """A non-count value arrived: keep the level, restart the seasonal profile as offsets."""
         if self.n:
@@ -682,7 +731,7 @@ class SeriesDetector:
         self.counts = False
         self.daily, self.weekly = _slot_list(24), _slot_list(7)
         self.hourly, self.fine = _slot_list(HOURS_PER_WEEK), _slot_list(FINE_SLOTS)
-        self.pending = [[*e[:5], False] for e in self.pending]
+        self.pending = [[*e[:5], False, False] for e in self.pending]
         self.recent, self.episode_values = [], []
 
     # -- persistence ---------------------------------------------------------------------
@@ -709,6 +758,7 @@ class SeriesDetector:
             "last_t": self.last_t,
             "opens": self.opens,
             "learn_episode": self.learn_episode,
+            "young_episode": self.young_episode,
             "zero_run": self.zero_run,
             "zero_logp": self.zero_logp,
         }
@@ -734,7 +784,8 @@ class SeriesDetector:
             episode=int(state["episode"]),
             episode_values=[float(v) for v in state["episode_values"]],
             pending=[
-                [*(float(x) for x in entry[:5]), bool(entry[5])] for entry in state["pending"]
+                [*(float(x) for x in entry[:5]), bool(entry[5]), len(entry) > 6 and bool(entry[6])]
+                for entry in state["pending"]  # before stop 17 an entry had no young flag
             ],
             recent=[  # before stop 15 an entry had no z without inflation: its z stands in
                 [float(entry[0]), float(entry[1]), float(entry[-1])] for entry in state["recent"]
@@ -742,6 +793,7 @@ class SeriesDetector:
             last_t=state.get("last_t"),
             opens=[float(o) for o in state.get("opens", [])],
             learn_episode=bool(state.get("learn_episode", False)),
+            young_episode=bool(state.get("young_episode", False)),
             zero_run=int(state.get("zero_run", 0)),
             zero_logp=float(state.get("zero_logp", 0.0)),
         )
@@ -783,7 +835,7 @@ def _series_state_from_v1(old: dict) -> dict:
     previous, last_t = old.get("previous"), old.get("last_t")
     pending = []
     if previous is not None and last_t is not None:
-        pending = [[float(last_t), float(previous[0]), float(previous[1]), 0.0, 0.0, False]]
+        pending = [[float(last_t), float(previous[0]), float(previous[1]), 0.0, 0.0, False, False]]
     return {
         "counts": counts,
         "n": n,
