@@ -36,7 +36,9 @@ profile is learnt) when the mean score of the last ``adapt_after`` learnt window
 +-``shift_level`` (a shift too small to alert; counts only): the level is re-anchored to
 those windows. A run of ``run_windows`` learnt windows well below the expected value (on
 average) is the level catching up with a drop, not noise: it does not teach a continuous series its noise
-scale or tail weight.
+scale or tail weight; once mature, ``drop_windows`` of them (by their median) re-anchor its level.
+While a continuous series is younger than ``young_days``, its alert episodes are learnt (clipped):
+a young profile's misfit, such as the first day's rising afternoon, is not a spike.
 
 The noise
     counts: negative binomial with variance ``dispersion x expected``, where the dispersion
