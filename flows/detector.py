@@ -625,13 +625,9 @@ class SeriesDetector:
         fine, fine_slot = self._fine(t), self.fine[_fine_slot(t)]
         deseasonalised = self._deseasonalise(value, self._combine(seasonal, fine))
         self.recent = [*self.recent, [deseasonalised, z, raw]][-c.adapt_after :]
-        if self.counts and len(self.recent) >= c.adapt_after and self.learnt > c.mature:
-            drift = float(np.mean([entry[1] for entry in self.recent]))
-            if abs(drift) > c.shift_level:
-                self._reanchor([entry[0] for entry in self.recent])
-                return
-        if not self.counts and self._dropped():
-            self._reanchor([entry[0] for entry in self.recent[-c.drop_windows :]])
+        shifted = self._shifted()
+        if shifted:
+            self._reanchor(shifted)
             return
         hour, f, weekday, week_hour = _slots(t)
         daily = ((self.daily[hour], 1 - f), (self.daily[(hour + 1) % 24], f))
@@ -713,18 +709,26 @@ class SeriesDetector:
         c = self.config
         return not self.counts and self.learnt * c.window.total_seconds() < c.young_days * 86400
 
-    def _dropped(self) -> bool:
-        """Continuous, once mature: are the last ``drop_windows`` learnt windows a drop (their
-        median one-window z, without inflation, under -``drop_level``)? The level alone would
-        take a day to follow one (its learnt values are clipped at ``clip`` sd, so after a drop of
-        8 sd the expected value was still 1.6 sd too high 9 hours later, and spikes went unseen).
-        The median, not the mean: most of the windows re-anchored on are then past the drop."""
+    def _shifted(self) -> list[float]:
+        """Once mature, the deseasonalised values of the last learnt windows if they are a level
+        shift that no episode re-anchored (else []): counts, the last ``adapt_after`` when their
+        mean score is beyond +-``shift_level`` (a shift too small to alert); continuous, the
+        last ``drop_windows`` when their median one-window z, without inflation, is under
+        -``drop_level`` (a drop: alerts are upward). The level alone would take a day to follow a
+        drop (its learnt values are clipped at ``clip`` sd, so after a drop of 8 sd the expected
+        value was still 1.6 sd too high 9 hours later, and spikes went unseen). The median, not
+        the mean: most of the windows re-anchored on are then past the drop."""
         c = self.config
-        k = c.drop_windows
+        k = c.adapt_after if self.counts else c.drop_windows
         if k <= 0 or len(self.recent) < k or self.learnt <= c.mature:
-            return False
-        z = sorted(entry[2] for entry in self.recent[-k:])
-        return (z[(k - 1) // 2] + z[k // 2]) / 2 < -c.drop_level
+            return []
+        last = self.recent[-k:]
+        if self.counts:
+            shifted = abs(float(np.mean([entry[1] for entry in last]))) > c.shift_level
+        else:
+            z = sorted(entry[2] for entry in last)
+            shifted = (z[(k - 1) // 2] + z[k // 2]) / 2 < -c.drop_level
+        return [entry[0] for entry in last] if shifted else []
 
     def _become_continuous(self) -> None:
         """A non-count value arrived: keep the level, restart the seasonal profile as offsets."""
