@@ -384,11 +384,14 @@ class SeriesDetector:
             self.daily[nxt], c.daily_prior, 0.0
         )
         w = _offset(self.weekly[weekday], c.weekly_prior, 0.0)
-        a, b = self.hourly[week_hour], self.hourly[wnxt]
-        h = (1 - f) * a[0] + f * b[0]
-        n = (1 - f) * a[1] + f * b[1]
-        seasonal = (n * h + c.hourly_prior_additive * (d + w)) / (n + c.hourly_prior_additive)
-        return d, w, h, seasonal
+        # Each slot is shrunk on its own, then interpolated: a slot not seen yet is d + w, not
+        # an offset of 0 (which pulled the first pass through every hour of the week towards
+        # the level, by up to 12 sd at the end of an hour whose next slot an episode kept out).
+        prior = c.hourly_prior_additive
+        a = _offset(self.hourly[week_hour], prior, d + w)
+        b = _offset(self.hourly[wnxt], prior, d + w)
+        h = (1 - f) * a + f * b
+        return d, w, h, h
 
     def _fine(self, t: float) -> float:
         """The fine time-of-day correction at ``t`` (counts: a factor; others: an offset).
