@@ -7,7 +7,8 @@ the whole state is a small JSON-safe dict, so it survives restarts.
 The baseline
     counts:  expected = level x daily[hour of day] x weekly[day of week] x hourly[hour of week]
     others:  expected = level + hourly[hour of week], the hour-of-week offsets shrunk towards
-             daily[hour of day] + weekly[day of week] while they have seen few windows
+             daily[hour of day] + weekly[day of week] while they have seen few windows (a slot
+             not seen yet is daily + weekly)
 The hour-of-day and hour-of-week profiles are interpolated between hourly slots. For counts
 every factor is a ratio of two exponentially weighted sums (counts seen / counts the other
 factors expected), with a few pseudo-items at "no effect", so a new or sparse key starts from
@@ -385,8 +386,8 @@ class SeriesDetector:
         )
         w = _offset(self.weekly[weekday], c.weekly_prior, 0.0)
         # Each slot is shrunk on its own, then interpolated: a slot not seen yet is d + w, not
-        # an offset of 0 (which pulled the first pass through every hour of the week towards
-        # the level, by up to 12 sd at the end of an hour whose next slot an episode kept out).
+        # an offset of 0, which pulled the first pass through an hour of the week towards the
+        # level (7 sd on one evaluation key, whose next slot an episode then kept out).
         prior = c.hourly_prior_additive
         a = _offset(self.hourly[week_hour], prior, d + w)
         b = _offset(self.hourly[wnxt], prior, d + w)
