@@ -111,7 +111,9 @@ class DetectorConfig:
     hourly_prior_additive: float = 1.0  # others: hour-of-week offsets vs daily + weekly
     slot_items: float = 200.0  # counts: a sparse key's slots decay slower, to remember this
     # many expected items (up to 10x their window memory)
-    scale_alpha: float = 0.01  # noise scale / dispersion EWMA weight
+    scale_alpha: float = 0.01  # others: noise scale EWMA weight
+    dispersion_alpha: float = 0.003  # counts: dispersion EWMA weight (memory about a day; at
+    # 0.01 the dispersion swung with its own noise, and its low swings opened false alerts)
     burst_alpha: float = 0.15  # the fast variance inflation's EWMA weight
     burst_margin: float = 0.0  # ... which inflates only by what exceeds 1 + this (its noise)
     cold_start: float = 12.0  # the variance is x (1 + this / windows learnt): a young baseline
@@ -637,7 +639,7 @@ class SeriesDetector:
         daily = ((self.daily[hour], 1 - f), (self.daily[(hour + 1) % 24], f))
         hourly = ((self.hourly[week_hour], 1 - f), (self.hourly[(week_hour + 1) % 168], f))
         first_day = self.learnt * c.window.total_seconds() < 86400
-        a_scale = max(c.scale_alpha, warm)
+        a_scale = max(c.dispersion_alpha if self.counts else c.scale_alpha, warm)
         a_level = max(c.level_alpha if self.counts else c.level_alpha_additive, warm)
         if self.counts:
             mu = max(expected, c.min_rate)

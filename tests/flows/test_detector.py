@@ -62,6 +62,25 @@ def test_a_quiet_seasonal_series_rarely_alerts_and_a_spike_does():
     assert quiet["anomaly_score"][288:].abs().median() < 1.0  # z-like: centred, unit scale
 
 
+def test_a_count_keys_dispersion_holds_still():
+    """Negative-binomial counts whose variance is 3x their mean: after the first days the
+    learnt dispersion stays near 3. Its low swings are what open false alerts, and with a
+    memory of 100 windows (``dispersion_alpha`` 0.01) they reached 2.4-2.5 (5% quantile)."""
+    times = pd.date_range(T0, periods=10 * 288, freq=W)
+    hour = np.asarray(times.hour + times.minute / 60)
+    mean = 8.0 * (0.3 + 1.5 * np.exp(-(((hour - 15) / 3) ** 2)))
+    learnt = []
+    for seed in range(4):
+        values = np.random.default_rng(seed).negative_binomial(mean / 2, 1 / 3).astype(float)
+        detector = SeriesDetector()
+        for i, (t, v) in enumerate(zip(times, values, strict=True)):
+            expected = detector.update(t, v).expected
+            if i >= 3 * 288:
+                learnt.append(detector.dispersion_at(expected))
+    low, high = np.quantile(learnt, [0.05, 0.95])
+    assert 2.7 < low and high < 4.1  # 2.80 and 4.02; 2.49 and 4.37 at dispersion_alpha 0.01
+
+
 def test_the_seasonal_baseline_follows_the_busy_hour():
     times, values = seasonal_counts(days=8)
     scored = score_series(times, values)
