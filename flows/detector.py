@@ -46,7 +46,8 @@ The noise
             is a + b x expected, a regression of the squared residuals after the baseline
             (clipped at 4 sd, divided by the expected value) on the expected value, never below
             1 (Poisson): constant for keys whose variance is a multiple of the mean, growing for
-            gamma-Poisson keys whose busy hours are burstier;
+            gamma-Poisson keys whose busy hours are burstier; its moments are EWMAs with a
+            memory of about a day (``dispersion_alpha``), so it holds still;
     others: Student t around the expected value; its scale is the robust sd of the residuals
             (an EWMA of clipped absolute residuals, converted to MAD x 1.4826), and its degrees
             of freedom follow the observed rate of residuals beyond 4 robust sd (starting from a
