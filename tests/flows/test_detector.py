@@ -30,12 +30,17 @@ W = pd.Timedelta(minutes=5)
 
 
 def seasonal_counts(
-    days: int, seed: int = 0, base: float = 8.0
+    days: int, seed: int = 0, base: float = 8.0, dispersion: float = 1.0
 ) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Counts with a busy afternoon: Poisson, or negative binomial whose variance is
+    ``dispersion`` x the mean."""
     times = pd.date_range(T0, periods=days * 288, freq=W)
     hour = np.asarray(times.hour + times.minute / 60)
     mean = base * (0.3 + 1.5 * np.exp(-(((hour - 15) / 3) ** 2)))
-    return times, np.random.default_rng(seed).poisson(mean).astype(float)
+    rng = np.random.default_rng(seed)
+    if dispersion == 1.0:
+        return times, rng.poisson(mean).astype(float)
+    return times, rng.negative_binomial(mean / (dispersion - 1), 1 / dispersion).astype(float)
 
 
 @pytest.mark.parametrize(
@@ -66,12 +71,9 @@ def test_a_count_keys_dispersion_holds_still():
     """Negative-binomial counts whose variance is 3x their mean: after the first days the
     learnt dispersion stays near 3. Its low swings are what open false alerts, and with a
     memory of 100 windows (``dispersion_alpha`` 0.01) they reached 2.4-2.5 (5% quantile)."""
-    times = pd.date_range(T0, periods=10 * 288, freq=W)
-    hour = np.asarray(times.hour + times.minute / 60)
-    mean = 8.0 * (0.3 + 1.5 * np.exp(-(((hour - 15) / 3) ** 2)))
     learnt = []
     for seed in range(4):
-        values = np.random.default_rng(seed).negative_binomial(mean / 2, 1 / 3).astype(float)
+        times, values = seasonal_counts(days=10, seed=seed, dispersion=3.0)
         detector = SeriesDetector()
         for i, (t, v) in enumerate(zip(times, values, strict=True)):
             expected = detector.update(t, v).expected
