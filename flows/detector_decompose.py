@@ -15,7 +15,7 @@ Everything else (the learning, the scan, the episodes) is the detector's own. It
 (delay <= 2 windows) and false alerts per key and week for every combination at one level, and
 the baseline's error after the first week (in true noise sd) split into a slow part (the mean
 error of each day), a fast part (the rest) and the part of the fast one that is a bias by hour.
-docs/alerts.md ("Stop 13") has the results. Diagnostic only: the product never runs this.
+docs/alerts_research.md ("Stop 13") has the results. Diagnostic only: the product never runs this.
 """
 
 from __future__ import annotations
