@@ -38,13 +38,13 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from flows.detector_eval import MAX_DELAY, PER_WEEK, markdown, spike_shape
+from flows.detector_eval import MAX_DELAY, PER_WEEK, count_excess, markdown, spike_shape
 
 RISES = (1, 2, 3)
 HALF_LIVES = tuple(np.linspace(1.0, 4.0, 7))
 T_DF = 5
-T_MAD = float(stats.t.ppf(0.75, T_DF))  # the t(5)'s MAD: scale 1 / (T_MAD x 1.4826) has MAD sd 1
-T_SD = math.sqrt(T_DF / (T_DF - 2)) / (T_MAD * 1.4826)  # ... and then this sd
+T_SCALE = 1.0 / (float(stats.t.ppf(0.75, T_DF)) * 1.4826)  # the t(5) scale of robust sd 1
+T_SD = T_SCALE * math.sqrt(T_DF / (T_DF - 2))  # ... and its sd
 
 
 def shapes(size: float) -> list[np.ndarray]:
@@ -64,14 +64,6 @@ def poisson_robust_sd(mu: float) -> float:
     order = np.argsort(dist, kind="stable")
     cdf = np.cumsum(stats.poisson.pmf(x[order], mu))
     return 1.4826 * float(dist[order][np.searchsorted(cdf, 0.5)])
-
-
-def count_excess(heights: np.ndarray, unit: float) -> np.ndarray:
-    """Extra counts per window, rounded as ``flows.detector_eval`` rounds them."""
-    excess = np.round(heights * unit)
-    peak = int(np.argmax(heights))
-    excess[peak] = math.ceil(heights[peak] * unit - 1e-9)
-    return excess
 
 
 def lr_power(p0: np.ndarray, p1: np.ndarray, alpha: float) -> float:
@@ -108,8 +100,7 @@ def t_bound(heights: np.ndarray, alpha: float, rng: np.random.Generator, n: int)
     """Best power for a known shift ``heights`` (robust sd) on Student t(5) noise, by Monte
     Carlo: the likelihood ratio's 1 - ``alpha`` quantile under noise, then how often a spike
     passes it."""
-    tau = 1.0 / (T_MAD * 1.4826)  # robust sd 1
-    shift = heights / tau
+    shift = heights / T_SCALE
 
     def log_ratio(x: np.ndarray) -> np.ndarray:
         return (stats.t.logpdf(x - shift, T_DF) - stats.t.logpdf(x, T_DF)).sum(axis=1)

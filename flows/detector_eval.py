@@ -181,16 +181,23 @@ def _layout(n: int, rng: np.random.Generator, *, weeks: int, storms: bool = Fals
     return shift, bursts, storm_at, spikes
 
 
+def count_excess(heights: np.ndarray, unit: float) -> np.ndarray:
+    """Extra counts per window of a spike of ``heights`` robust sd of ``unit`` each: rounded,
+    and the peak rounded up (a spike is at least its size)."""
+    excess = np.round(heights * unit)
+    peak = int(np.argmax(heights))
+    excess[peak] = math.ceil(heights[peak] * unit - 1e-9)
+    return excess
+
+
 def _inject(values: np.ndarray, spikes: list[Spike], *, counts: bool) -> np.ndarray:
     out = values.astype(float).copy()
     for s in spikes:
-        heights = spike_shape(s.size_sd, s.rise, s.half_life) * s.unit_sd
+        heights = spike_shape(s.size_sd, s.rise, s.half_life)
         if counts:
-            excess = np.round(heights)
-            excess[s.rise - 1] = math.ceil(s.size_sd * s.unit_sd - 1e-9)  # the peak: at least
-            excess = np.trim_zeros(excess, "b")
+            excess = np.trim_zeros(count_excess(heights, s.unit_sd), "b")
         else:
-            excess = heights
+            excess = heights * s.unit_sd
         s.excess = excess[: len(out) - s.onset]
         out[s.onset : s.end] += s.excess
     return out
