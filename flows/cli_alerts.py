@@ -130,7 +130,7 @@ def detect_command(
     ],
     open_level: Annotated[
         float, typer.Option(help="Score (z) at which an alert opens.", min=0.1)
-    ] = 3.75,
+    ] = 3.65,
     close_level: Annotated[float, typer.Option(help="Score below which it closes.")] = 2.0,
 ) -> None:
     """Backtest the spike detector on a series: each row is scored from the rows before it."""

@@ -64,7 +64,7 @@ class AlertSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     open_level: float = Field(
-        3.75, gt=0, description="an alert opens at this score (z); the detector's default"
+        3.65, gt=0, description="an alert opens at this score (z); the detector's default"
     )
     close_level: float = Field(2.0, description="and resolves below this one (hysteresis)")
     cooldown: str = Field("1h", description="no new alert for a key this long after its last")

@@ -63,8 +63,11 @@ The score
     Per window, the mid-p upper tail probability of the observation under that law, as a
     normal z. The score is the largest z of the sums of the last 1, 2, ... ``scan`` windows
     (counts: the exact tail of the summed counts; others: the sum of the windows' z over
-    sqrt(k)), so a surge spread over a few windows accumulates evidence. It is a z value on
-    every series, so one threshold means about the same false-alarm rate everywhere. An
+    sqrt(k)), so a surge spread over a few windows accumulates evidence. The last window on
+    its own counts at ``lone_weight`` (0.8) of its z: most false alerts are one window that
+    the next does not confirm, and a real surge's next window confirms it (the best test of
+    a spike, ``flows.detector_bound``, spends its false alarms the same way). It is a z value
+    on every series, so one threshold means about the same false-alarm rate everywhere. An
     episode opens when the score reaches ``open_level`` and closes when it falls below
     ``close_level`` (hysteresis).
 
@@ -98,9 +101,12 @@ FINE_SLOTS = 288  # the fine time-of-day correction: one slot per 5 minutes of t
 @dataclass(frozen=True)
 class DetectorConfig:
     window: timedelta = timedelta(minutes=5)
-    open_level: float = 3.75  # an episode opens at this score (z; chosen on the dev seeds)
+    open_level: float = 3.65  # an episode opens at this score (z; chosen on the dev seeds)
     close_level: float = 2.0  # and closes below this one (hysteresis)
     scan: int = 3  # the score looks at the sums of the last 1..scan windows
+    lone_weight: float = 0.8  # a window's own z counts at this weight; sums of 2..scan windows
+    # count in full, so a lone outlier needs open_level / 0.8 to open and a surge that the next
+    # window confirms opens at open_level (stop 23: the best test's rejection region)
     level_alpha: float = 0.005  # counts: level EWMA weight per window (memory ~ 1/alpha windows)
     level_alpha_additive: float = 0.02  # others: the level also follows trends
     daily_alpha: float = 0.03  # hour-of-day slot decay per unit of weight (~12 a day)
@@ -492,8 +498,9 @@ class SeriesDetector:
         return z_from_tail(float(special.stdtr(nu, -(value - expected) / tau)))
 
     def _scan(self, value: float, expected: float, z: float) -> float:
-        """The largest z of the sums of the last 1..scan windows (this one included)."""
-        best, total, mean, z_sum = z, value, expected, z
+        """The largest z of the sums of the last 1..scan windows (this one included), the window
+        on its own weighted by ``lone_weight``."""
+        best, total, mean, z_sum = self.config.lone_weight * z, value, expected, z
         inflate = self._inflation()
         variance = self.dispersion_at(expected) * expected if self.counts else 0.0
         for k, (_, v, e, zp, *_) in enumerate(reversed(self.pending), start=2):
