@@ -892,7 +892,9 @@ def _series_state_from_v1(old: dict) -> dict:
 @dataclass
 class ShareDetector:
     """A robust EWMA of a share k/n (e.g. the negative share of a topic), scored with binomial
-    tails widened by the observed over-dispersion."""
+    tails widened by the observed over-dispersion. The score is the scan of the count keys over
+    the window z values: the largest sum of the last 1..scan scored windows' z over sqrt(k),
+    the window on its own weighted by ``lone_weight``."""
 
     config: DetectorConfig = field(default_factory=DetectorConfig)
     min_total: int = 10  # windows with fewer items are neither scored nor learnt from
@@ -901,6 +903,7 @@ class ShareDetector:
     scale: float = 0.0  # mean |Pearson residual|
     episode: int = 0
     last_t: float | None = None
+    recent: list[float] = field(default_factory=list)  # the z of the last scan - 1 scored windows
 
     @property
     def dispersion(self) -> float:
@@ -911,6 +914,7 @@ class ShareDetector:
         t = _epoch(t)
         self.last_t = t
         if total < self.min_total:
+            self.recent = []  # the scan sums adjacent scored windows only
             return Score(
                 float(part), self.share * total, 0.0, 0.0, self.episode > 0, False, False, False
             )
@@ -929,7 +933,12 @@ class ShareDetector:
             )
         else:
             tail = 1.0
-        score = z_from_tail(tail) / math.sqrt(self.dispersion)
+        z = z_from_tail(tail) / math.sqrt(self.dispersion)
+        score, z_sum = c.lone_weight * z, z
+        for k, earlier in enumerate(reversed(self.recent), start=2):
+            z_sum += earlier
+            score = max(score, z_sum / math.sqrt(k))
+        self.recent = [*self.recent, z][-(c.scan - 1) :] if c.scan > 1 else []
         ready = self.n >= c.min_history
         was_open = self.episode > 0
         alerting = score >= c.close_level if was_open else ready and score >= c.open_level
@@ -956,6 +965,7 @@ class ShareDetector:
             "scale": self.scale,
             "episode": self.episode,
             "last_t": self.last_t,
+            "recent": self.recent,
         }
 
     @classmethod
@@ -964,13 +974,14 @@ class ShareDetector:
             return cls(config=config)
         if state.get("type") != "share" or state.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"unknown detector state version {state.get('version')!r}")
-        return cls(  # version 1 and 2 share states hold the same fields
+        return cls(  # version 1 and 2 share states hold the same fields (recent since stop 23)
             config=config,
             n=int(state["n"]),
             share=float(state["share"]),
             scale=float(state["scale"]),
             episode=int(state["episode"]),
             last_t=state.get("last_t"),
+            recent=[float(z) for z in state.get("recent", [])],
         )
 
 

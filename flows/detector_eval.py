@@ -607,7 +607,7 @@ def yuqing_candidate(overrides: dict | None = None) -> Candidate:
         return score_series(series.times, series.values, config)["alert"].to_numpy().astype(bool)
 
     name = "yuqing" + (" " + json.dumps(overrides, sort_keys=True) if overrides else "")
-    return Candidate(name, alerts, _grid(3.5, 6.0, 0.05), base.open_level, False)
+    return Candidate(name, alerts, _grid(3.2, 6.0, 0.05), base.open_level, False)
 
 
 def module_candidate(path: Path) -> Candidate:

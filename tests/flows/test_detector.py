@@ -311,6 +311,29 @@ def test_share_detector_catches_a_negative_share_jump_with_flat_volume():
     assert max(volume_scores[370:]) < 4  # volume stayed flat
     restored = ShareDetector.from_state(json.loads(json.dumps(share.state())), DetectorConfig())
     assert restored.share == pytest.approx(share.share)
+    assert restored.recent == pytest.approx(share.recent) and len(share.recent) == 2
+    t = T0 + 400 * W
+    assert restored.update(t, 30, 60).score == pytest.approx(share.update(t, 30, 60).score)
+    old = {k: v for k, v in share.state().items() if k != "recent"}  # saved before stop 23
+    assert ShareDetector.from_state(old, DetectorConfig()).recent == []
+
+
+def test_a_lone_share_blip_waits_for_the_next_window():
+    """The share scan: a lone window of 4.5 z counts at 0.8 of it and opens nothing; two
+    windows in a row of 2.7 z each open on their sum."""
+
+    def run(blips: dict[int, int]) -> list:
+        share = ShareDetector()
+        out = []
+        for i in range(300):
+            negative = blips.get(i, [9, 10, 8, 11][i % 4])  # 15% of 60, steady
+            out.append(share.update(T0 + i * W, negative, 60))
+        return out
+
+    lone = run({250: 24})  # 24 of 60 against 15%: a z of 4.5
+    assert 4.0 < lone[250].score / 0.8 < 4.56 and not any(s.opened for s in lone)
+    pair = run({250: 18, 251: 18})  # a z of 2.7 twice
+    assert pair[250].score < 3.65 and pair[251].opened
 
 
 def test_read_series_csv_errors_are_one_line(tmp_path):
