@@ -500,17 +500,16 @@ class SeriesDetector:
     def _scan(self, value: float, expected: float, z: float) -> float:
         """The largest z of the sums of the last 1..scan windows (this one included), the window
         on its own weighted by ``lone_weight``."""
-        best, total, mean, z_sum = self.config.lone_weight * z, value, expected, z
+        earlier = reversed(self.pending)
+        if not self.counts:
+            return z_scan(z, (entry[3] for entry in earlier), self.config.lone_weight)
+        best, total, mean = self.config.lone_weight * z, value, expected
         inflate = self._inflation()
-        variance = self.dispersion_at(expected) * expected if self.counts else 0.0
-        for k, (_, v, e, zp, *_) in enumerate(reversed(self.pending), start=2):
-            if self.counts:
-                total, mean = total + v, mean + e
-                variance += self.dispersion_at(e) * e
-                best = max(best, z_from_tail(count_tail(total, mean, variance / mean * inflate)))
-            else:
-                z_sum += zp
-                best = max(best, z_sum / math.sqrt(k))
+        variance = self.dispersion_at(expected) * expected
+        for _, v, e, *_ in earlier:
+            total, mean = total + v, mean + e
+            variance += self.dispersion_at(e) * e
+            best = max(best, z_from_tail(count_tail(total, mean, variance / mean * inflate)))
         return best
 
     # -- one window ----------------------------------------------------------------------
@@ -889,6 +888,16 @@ def _series_state_from_v1(old: dict) -> dict:
     }
 
 
+def z_scan(z: float, earlier: Iterable[float], lone_weight: float) -> float:
+    """The scan over window z values: the largest of ``lone_weight`` x ``z`` and the sums of
+    ``z`` with the ``earlier`` windows' z (newest first) over sqrt(windows)."""
+    best, z_sum = lone_weight * z, z
+    for k, zp in enumerate(earlier, start=2):
+        z_sum += zp
+        best = max(best, z_sum / math.sqrt(k))
+    return best
+
+
 @dataclass
 class ShareDetector:
     """A robust EWMA of a share k/n (e.g. the negative share of a topic), scored with binomial
@@ -934,10 +943,7 @@ class ShareDetector:
         else:
             tail = 1.0
         z = z_from_tail(tail) / math.sqrt(self.dispersion)
-        score, z_sum = c.lone_weight * z, z
-        for k, earlier in enumerate(reversed(self.recent), start=2):
-            z_sum += earlier
-            score = max(score, z_sum / math.sqrt(k))
+        score = z_scan(z, reversed(self.recent), c.lone_weight)
         self.recent = [*self.recent, z][-(c.scan - 1) :] if c.scan > 1 else []
         ready = self.n >= c.min_history
         was_open = self.episode > 0

@@ -177,18 +177,29 @@ def noise_z(law: str, residual: np.ndarray, mean: np.ndarray, sd: np.ndarray) ->
     return residual / sd
 
 
-def oracle_score(series, _threshold: float = float("nan")) -> np.ndarray:
-    x = series.values.astype(float)
-    mu, sd = series.expected, series.noise_sd
-    best = np.full(len(x), -np.inf)
-    if series.law in ("nb", "poisson"):
-        variance = sd**2 if series.law == "nb" else mu
+def _trailing_sums(a: np.ndarray, k: int) -> np.ndarray:
+    """The sums of the last ``k`` values along the last axis (of fewer at the start)."""
+    out = np.array(a, dtype=float)
+    for j in range(1, k):
+        out[..., j:] += a[..., :-j]
+    return out
+
+
+def scan_z(law: str, x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """yuqing's scan statistic with the true law (nb, poisson, t5 or gauss) of every window:
+    the largest z of the sums of the last 1..SCAN windows, along the last axis."""
+    best = np.full(np.shape(x), -np.inf)
+    if law in ("nb", "poisson"):
+        variance = sd**2 if law == "nb" else mu
         for k in range(1, SCAN + 1):
-            kernel = np.ones(k)
-            sums = [np.convolve(a, kernel)[: len(x)] for a in (x, mu, variance)]
+            sums = [_trailing_sums(a, k) for a in (x, mu, variance)]
             best = np.maximum(best, count_z(*sums))
         return best
-    u = noise_z(series.law, x - mu, mu, sd)
+    u = noise_z(law, x - mu, mu, sd)
     for k in range(1, SCAN + 1):
-        best = np.maximum(best, np.convolve(u, np.ones(k))[: len(x)] / np.sqrt(k))
+        best = np.maximum(best, _trailing_sums(u, k) / np.sqrt(k))
     return best
+
+
+def oracle_score(series, _threshold: float = float("nan")) -> np.ndarray:
+    return scan_z(series.law, series.values.astype(float), series.expected, series.noise_sd)

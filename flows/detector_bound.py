@@ -204,8 +204,9 @@ def blind_count_power(
         )
         return _log_mean_exp(per_spike) - log_noise[draws].sum(axis=1)
 
+    cdf = np.cumsum(noise)
+
     def draw(size: int, extra: np.ndarray) -> np.ndarray:
-        cdf = np.cumsum(noise)
         base = np.searchsorted(cdf, rng.random((size, windows)) * cdf[-1])
         return np.minimum(base + rng.poisson(extra), top)
 
@@ -255,7 +256,7 @@ def scan_power(law: str, alpha: float, rng, n: int, mean: float = 1.0) -> float:
     (``detector_baselines.oracle_score``: the largest z of the sums of the last 1-3 windows),
     opening in any of the windows a detection may use, as a test of size ``alpha``. ``law``:
     ``poisson`` (of this ``mean``), ``gauss`` or ``t5``."""
-    from flows.detector_baselines import SCAN, count_z, noise_z
+    from flows.detector_baselines import SCAN, scan_z
 
     heights = np.array(spike_mixture())
     lead = SCAN - 1  # windows before the onset that the first sums reach back to
@@ -278,20 +279,10 @@ def scan_power(law: str, alpha: float, rng, n: int, mean: float = 1.0) -> float:
             spiked = rng.standard_t(T_DF, (len(which), windows)) * T_SCALE
         spiked[:, lead:] += heights[which]
 
-    def score(x: np.ndarray) -> np.ndarray:
-        best = np.full(len(x), -np.inf)
-        for end in range(lead, windows):
-            for k in range(1, SCAN + 1):
-                part = x[:, end - k + 1 : end + 1]
-                if law == "poisson":
-                    z = count_z(
-                        part.sum(axis=1), np.full(len(x), k * mean), np.full(len(x), k * mean)
-                    )
-                else:
-                    sd = np.full(part.shape, 1.0 if law == "gauss" else T_SD)
-                    z = noise_z(law, part, 0.0, sd).sum(axis=1) / math.sqrt(k)
-                best = np.maximum(best, z)
-        return best
+    def score(x: np.ndarray) -> np.ndarray:  # the best over the windows a detection may use
+        mu = np.full(x.shape, mean if law == "poisson" else 0.0)
+        sd = np.full(x.shape, {"poisson": math.sqrt(mean), "gauss": 1.0}.get(law, T_SD))
+        return scan_z(law, x, mu, sd)[:, lead:].max(axis=1)
 
     return _threshold_power(score(null), score(spiked), alpha)
 
@@ -306,17 +297,18 @@ def set_ceiling(series, alarms_per_week: float = 1.0, mc: int = 200_000) -> pd.D
     for s in series:
         for spike in s.spikes:
             if s.law in ("gauss", "t5"):
-                key: tuple = (s.law,)
-            else:
+                key: tuple = (s.law, 0.0, 0.0)
+            else:  # counts: the onset's mean (2 digits) and variance / mean (1 decimal)
                 mean = float(s.expected[spike.onset])
                 ratio = float(s.noise_sd[spike.onset]) ** 2 / mean if s.law == "nb" else 1.0
-                key = (float(f"{mean:.2g}"), round(ratio, 1))
+                key = ("counts", float(f"{mean:.2g}"), max(round(ratio, 1), 1.0))
             if key not in cache:
-                if len(key) == 1:
-                    cache[key] = blind_continuous_power(key[0], alpha, rng, mc)
-                else:
-                    mean, ratio = key
-                    cache[key] = blind_count_power(mean, mean * max(ratio, 1.0), alpha, rng, mc)
+                law, mean, ratio = key
+                cache[key] = (
+                    blind_count_power(mean, mean * ratio, alpha, rng, mc)
+                    if law == "counts"
+                    else blind_continuous_power(law, alpha, rng, mc)
+                )
             rows.append((s.family, cache[key]))
     frame = pd.DataFrame(rows, columns=["family", "bound"])
     table = frame.groupby("family", sort=False)["bound"].agg(spikes="size", best_recall="mean")

@@ -362,11 +362,8 @@ def text_series(
         label = s.name.rsplit("-", 1)[1]
         for spike in s.spikes:
             spike.unit_sd = robust_unit(clean[label], s.expected, spike.onset)
-            heights = np.round(
-                spike_shape(spike.size_sd, spike.rise, spike.half_life) * spike.unit_sd
-            )
-            heights[spike.rise - 1] = math.ceil(spike.size_sd * spike.unit_sd - 1e-9)
-            for offset, stories in enumerate(heights.astype(int)):
+            shape = spike_shape(spike.size_sd, spike.rise, spike.half_life)
+            for offset, stories in enumerate(count_excess(shape, spike.unit_sd).astype(int)):
                 for _ in range(stories):
                     if spike.onset + offset < n:
                         publish(extra, spike.onset + offset, str(next(reservoir)), label)
