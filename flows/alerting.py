@@ -35,7 +35,6 @@ from flows.detector import (
     Score,
     SeriesDetector,
     ShareDetector,
-    severity_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -451,7 +450,7 @@ def detect_alerts(
                             "observed": int(score.observed),
                             "expected": float(score.expected),
                             "score": float(score.score),
-                            "severity": severity_for(score.score),
+                            "severity": score.severity,
                             "notify": decision.notify,
                             "reason": decision.reason,
                             "total": total_series.get(t, 0) if parts["kind"] == "share" else None,

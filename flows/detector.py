@@ -338,10 +338,13 @@ class Score:
     opened: bool  # the episode opened at this window
     closed: bool  # the episode that was open closed at this window
     ready: bool  # the series has enough history to alert
+    window_z: float = 0.0  # the window's own z, unweighted (``score`` weighs a lone one down)
 
     @property
     def severity(self) -> str:
-        return severity_for(self.score)
+        """Graded on the stronger of the score and the window's own z: ``lone_weight`` decides
+        whether a lone window opens, not how extreme an open one is."""
+        return severity_for(max(self.score, self.window_z))
 
 
 @dataclass
@@ -564,7 +567,7 @@ class SeriesDetector:
             self._learn(*self.pending.pop(0))
         self.last_t = t
         self.n += 1
-        return Score(value, expected, sd, score, alerting, opened, closed, ready)
+        return Score(value, expected, sd, score, alerting, opened, closed, ready, z)
 
     def _outage(self, value: float, expected: float) -> bool:
         """Counts: is this empty window part of a feed outage? A run of empty windows that a
@@ -960,7 +963,7 @@ class ShareDetector:
             clipped = min(max(part, expected - c.clip * sd), expected + c.clip * sd)
             self.share += a * (clipped / total - self.share)
         self.n += 1
-        return Score(float(part), expected, sd, score, alerting, opened, closed, ready)
+        return Score(float(part), expected, sd, score, alerting, opened, closed, ready, z)
 
     def state(self) -> dict:
         return {

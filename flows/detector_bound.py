@@ -52,6 +52,7 @@ from flows.detector_eval import (
     MAX_DELAY,
     PER_WEEK,
     SPIKE_SIZES,
+    T_DF,
     count_excess,
     markdown,
     spike_shape,
@@ -60,7 +61,6 @@ from flows.detector_eval import (
 RISES = (1, 2, 3)
 RATES = (0.3, 0.5, 1.0, 3.0, 10.0)  # Poisson means shown in the tables
 HALF_LIVES = tuple(np.linspace(1.0, 4.0, 7))
-T_DF = 5
 T_SCALE = 1.0 / (float(stats.t.ppf(0.75, T_DF)) * 1.4826)  # the t(5) scale of robust sd 1
 T_SD = T_SCALE * math.sqrt(T_DF / (T_DF - 2))  # ... and its sd
 

@@ -195,6 +195,25 @@ def test_a_lone_window_waits_for_the_next_to_confirm_it():
     assert not confirmed["alert"][at] and confirmed["alert"][at + 1]
 
 
+def test_a_lone_extreme_window_is_graded_on_its_own_z():
+    """``lone_weight`` delays a lone window's opening, not its grade: a lone window of about
+    10 z opens at once and is critical, though its weighted score is under the floor of 9."""
+    rng = np.random.default_rng(12)
+    times, values = continuous_series(4, rng.normal(0, 1, 4 * 288))
+    at = 3 * 288 + 100
+    for bump in np.arange(6.0, 40.0, 0.25):  # the bump whose own z is just over 10
+        trial = values.copy()
+        trial[at] += bump
+        d = SeriesDetector()
+        scores = [d.update(t, v) for t, v in zip(times[: at + 1], trial[: at + 1], strict=True)]
+        if scores[-1].window_z > 10.0:
+            break
+    last = scores[-1]
+    assert last.opened and last.score < 9.0 <= last.window_z
+    assert last.severity == "critical"
+    assert not any(s.opened for s in scores[:-1][-12:])  # the spike, not an open episode, opened
+
+
 def test_heavy_tailed_noise_gets_heavy_tails_not_false_alerts():
     rng = np.random.default_rng(8)
     days = 14
