@@ -436,6 +436,7 @@ class SeriesResult:
     true_episodes: int
     false_episodes: int
     evidence: list[float] = field(default_factory=list)  # spike_evidence, one per spike
+    onsets: list[int] = field(default_factory=list)  # the window of each spike's onset
 
 
 def spike_evidence(series: LabelledSeries, spike: Spike) -> float:
@@ -474,6 +475,7 @@ def evaluate(series: LabelledSeries, alert: np.ndarray) -> SeriesResult:
         true_episodes,
         false_episodes,
         series.evidence,
+        [s.onset for s in series.spikes],
     )
 
 
@@ -571,6 +573,24 @@ def recall_by_evidence(results: list[SeriesResult]) -> pd.DataFrame:
         .agg(spikes=("found", "size"), recall=("found", "mean"))
         .reset_index()
     )
+
+
+def recall_by_week(results: list[SeriesResult]) -> pd.DataFrame:
+    """Recall per family by the week of the spike's onset: week 1 is the cold start (the
+    series start together, so week 1 is every key's first)."""
+    rows = [
+        (r.family, onset // PER_WEEK + 1, delay is not None)
+        for r in results
+        for onset, (_, _, delay, _) in zip(r.onsets, r.found, strict=True)
+    ]
+    frame = pd.DataFrame(rows, columns=["family", "week", "found"])
+    frame = pd.concat([frame, frame.assign(family="all")])
+    table = frame.pivot_table(index="family", columns="week", values="found", aggfunc="mean")
+    table.columns = [f"week {w}" for w in table.columns]
+    later = frame[frame["week"] > 1].groupby("family")["found"].mean()
+    table["after week 1"] = later
+    order = [f for f in (*FAMILIES, "all") if f in table.index]
+    return table.loc[order].reset_index()
 
 
 def recall_of_events(results: list[SeriesResult], at_least: float = 4.0) -> float:
@@ -789,7 +809,8 @@ def main(argv: list[str] | None = None) -> None:
                     out.write(f"\n#### {title}\n\n{markdown(summarise(results))}\n\n")
                     out.write(markdown(recall_by_size(results)) + "\n\n")
                     out.write(markdown(recall_by_rate(results)) + "\n\n")
-                    out.write(markdown(recall_by_evidence(results)) + "\n")
+                    out.write(markdown(recall_by_evidence(results)) + "\n\n")
+                    out.write(markdown(recall_by_week(results)) + "\n")
                 summary = summarise(results).set_index("family")
                 comparison.append({
                     "detector": candidate.name, "threshold": setting, "seeds": split,

@@ -12,6 +12,7 @@ import pytest
 from flows import detector_baselines as baselines
 from flows.detector_eval import (
     PER_DAY,
+    PER_WEEK,
     LabelledSeries,
     Spike,
     continuous_series,
@@ -20,6 +21,7 @@ from flows.detector_eval import (
     episodes,
     evaluate,
     recall_by_evidence,
+    recall_by_week,
     recall_of_events,
     robust_unit,
     spike_evidence,
@@ -139,6 +141,20 @@ def test_recall_by_evidence_bins_the_spikes_by_that_rarity():
     assert table.loc["< 3", "recall"] == 0.0 and table.loc[">= 6", "recall"] == 1.0
     assert table["spikes"].sum() == 4
     assert recall_of_events([result]) == 1.0 and recall_of_events([result], 3.0) == 2 / 3
+
+
+def test_recall_by_week_splits_the_spikes_by_the_week_of_their_onset():
+    onsets = [100, 600, PER_WEEK + 100, PER_WEEK + 600, 2 * PER_WEEK + 100]
+    spikes = [Spike(o, 4.0, 1, 1.0, 1.0, np.asarray([6.0, 0.5])) for o in onsets]
+    alert = np.zeros(3 * PER_WEEK, dtype=bool)
+    alert[[100, PER_WEEK + 100, PER_WEEK + 601]] = True  # 1 of 2 in week 1, 2 of 2 in week 2
+    result = evaluate(labelled(3 * PER_WEEK, spikes), alert)
+    assert result.onsets == onsets
+    table = recall_by_week([result]).set_index("family")
+    assert list(table.index) == ["gauss", "all"]
+    assert table.loc["all", "week 1"] == 0.5 and table.loc["all", "week 2"] == 1.0
+    assert table.loc["all", "week 3"] == 0.0
+    assert table.loc["all", "after week 1"] == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize(
