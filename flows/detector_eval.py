@@ -482,7 +482,10 @@ def evaluate(series: LabelledSeries, alert: np.ndarray) -> SeriesResult:
 def summarise(results: list[SeriesResult]) -> pd.DataFrame:
     """Per family and overall: recall (delay <= 2 and <= 1), precision, delay, false alerts."""
     rows = []
-    families = [f for f in FAMILIES if any(r.family == f for r in results)]
+    order = {f: i for i, f in enumerate(FAMILIES)}  # other families: in order of appearance
+    families = sorted(
+        dict.fromkeys(r.family for r in results), key=lambda f: order.get(f, len(order))
+    )
     for name in [*families, "all"]:
         group = [r for r in results if name in ("all", r.family)]
         delays = [d for r in group for _, _, d, _ in r.found]
