@@ -745,13 +745,29 @@ def plot_series(series: LabelledSeries, scored: pd.DataFrame, path: Path, days: 
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """--weeks, --dev-seeds and --test-seeds, shared with flows/share_eval.py."""
     parser.add_argument("--weeks", type=int, default=4)
     parser.add_argument("--dev-seeds", type=int, default=len(DEV_SEEDS), help="how many dev seeds")
     parser.add_argument(
         "--test-seeds", type=int, default=len(TEST_SEEDS), help="how many test seeds"
     )
+
+
+def seeds_from(parser: argparse.ArgumentParser, args) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The dev and test seeds the arguments ask for (a one-line usage error if they make no set)."""
+    if args.weeks < 1:
+        parser.error("--weeks must be at least 1")
+    if args.dev_seeds < 1:
+        parser.error("--dev-seeds must be at least 1 (thresholds are tuned on them)")
+    if args.test_seeds < 0:
+        parser.error("--test-seeds must be 0 or more")
+    return DEV_SEEDS[: args.dev_seeds], TEST_SEEDS[: args.test_seeds]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_set_arguments(parser)
     parser.add_argument("--only", default="", help="comma-separated detector names (default: all)")
     parser.add_argument("--plot", type=Path, default=None, help="a week of a test text series")
     parser.add_argument(
@@ -772,8 +788,7 @@ def main(argv: list[str] | None = None) -> None:
         help='also score yuqing with these DetectorConfig fields changed, e.g. {"burst_alpha": 0.05}',
     )
     args = parser.parse_args(argv)
-    if args.dev_seeds < 1:
-        parser.error("--dev-seeds must be at least 1 (thresholds are tuned on them)")
+    dev_seeds, test_seeds = seeds_from(parser, args)
     if args.plot is not None and args.test_seeds < 1:
         parser.error("--plot draws a test series: it needs --test-seeds 1 or more")
     extra = [module_candidate(args.compare_module)] if args.compare_module else []
@@ -786,7 +801,6 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, TypeError) as e:
             parser.error(f"--overrides: {e}")
     out = sys.stdout
-    dev_seeds, test_seeds = DEV_SEEDS[: args.dev_seeds], TEST_SEEDS[: args.test_seeds]
     out.write(f"weeks={args.weeks} dev seeds={list(dev_seeds)} test seeds={list(test_seeds)}\n")
     texts = not args.no_texts
     splits = {"dev": build_set(weeks=args.weeks, seeds=dev_seeds, with_texts=texts)}

@@ -37,21 +37,21 @@ from scipy import stats
 from flows.detector import DetectorConfig, ShareDetector
 from flows.detector_eval import (
     BUDGET,
-    DEV_SEEDS,
     MAX_DELAY,
     PER_DAY,
     PER_WEEK,
-    TEST_SEEDS,
     LabelledSeries,
     SeriesResult,
     _grid,
     _inject,
     _layout,
     _profile,
+    add_set_arguments,
     evaluate,
     markdown,
     recall_by_size,
     robust_unit,
+    seeds_from,
     summarise,
 )
 
@@ -220,15 +220,9 @@ def recall_scorable(keys: list[ShareSeries], results: list[SeriesResult]) -> pd.
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weeks", type=int, default=4)
-    parser.add_argument("--dev-seeds", type=int, default=len(DEV_SEEDS), help="how many dev seeds")
-    parser.add_argument(
-        "--test-seeds", type=int, default=len(TEST_SEEDS), help="how many test seeds"
-    )
+    add_set_arguments(parser)
     args = parser.parse_args(argv)
-    if args.dev_seeds < 1 or args.test_seeds < 0 or args.weeks < 1:
-        parser.error("--weeks and --dev-seeds must be at least 1, --test-seeds at least 0")
-    dev_seeds, test_seeds = DEV_SEEDS[: args.dev_seeds], TEST_SEEDS[: args.test_seeds]
+    dev_seeds, test_seeds = seeds_from(parser, args)
     out = sys.stdout
     out.write(f"weeks={args.weeks} dev seeds={list(dev_seeds)} test seeds={list(test_seeds)}\n")
     splits = {"dev": build_share_set(weeks=args.weeks, seeds=dev_seeds)}

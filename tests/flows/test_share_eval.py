@@ -12,6 +12,7 @@ from flows.detector_eval import PER_WEEK, LabelledSeries, SeriesResult, Spike, e
 from flows.share_eval import (
     MIN_TOTAL,
     ShareSeries,
+    main,
     oracle_share_score,
     recall_scorable,
     run_share,
@@ -95,3 +96,14 @@ def test_summarise_keeps_the_count_families_first_and_others_in_order_of_appeara
     assert summarise(results)["family"].tolist() == [
         "counts", "gauss", "share-200", "share-20", "all",
     ]  # fmt: skip
+
+
+def test_the_share_evaluation_runs_end_to_end_and_rejects_an_empty_set(capsys):
+    main(["--weeks", "1", "--dev-seeds", "1", "--test-seeds", "0"])
+    out = capsys.readouterr().out
+    assert "#### yuqing share, threshold" in out and "#### oracle share scan" in out
+    assert "| share-20 | 1 | 3 |" in out and "scorable_shifts" in out and "#### comparison" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--weeks", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--weeks must be at least 1")
