@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -165,7 +166,7 @@ def oracle_share_score(key: ShareSeries) -> np.ndarray:
 @dataclass(frozen=True)
 class ShareCandidate:
     name: str
-    alerts: object  # (ShareSeries, threshold) -> alert per window
+    alerts: Callable[[ShareSeries, float], np.ndarray]  # -> alert (bool) per window
     thresholds: tuple[float, ...]
     default: float | None = None
 
