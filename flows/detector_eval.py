@@ -479,14 +479,16 @@ def evaluate(series: LabelledSeries, alert: np.ndarray) -> SeriesResult:
     )
 
 
+def family_order(names) -> list[str]:
+    """The distinct family names: FAMILIES' first, in its order, then others as they appear."""
+    rank = {f: i for i, f in enumerate(FAMILIES)}
+    return sorted(dict.fromkeys(names), key=lambda f: rank.get(f, len(rank)))
+
+
 def summarise(results: list[SeriesResult]) -> pd.DataFrame:
     """Per family and overall: recall (delay <= 2 and <= 1), precision, delay, false alerts."""
     rows = []
-    order = {f: i for i, f in enumerate(FAMILIES)}  # other families: in order of appearance
-    families = sorted(
-        dict.fromkeys(r.family for r in results), key=lambda f: order.get(f, len(order))
-    )
-    for name in [*families, "all"]:
+    for name in [*family_order(r.family for r in results), "all"]:
         group = [r for r in results if name in ("all", r.family)]
         delays = [d for r in group for _, _, d, _ in r.found]
         hits = [d for d in delays if d is not None]
@@ -592,7 +594,7 @@ def recall_by_week(results: list[SeriesResult]) -> pd.DataFrame:
     table.columns = [f"week {w}" for w in table.columns]
     later = frame[frame["week"] > 1].groupby("family")["found"].mean()
     table["after week 1"] = later
-    order = [f for f in (*FAMILIES, "all") if f in table.index]
+    order = [f for f in (*family_order(r.family for r in results), "all") if f in table.index]
     return table.loc[order].reset_index()
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,11 +35,12 @@ import pandas as pd
 from scipy import stats
 
 from flows.detector import DetectorConfig, ShareDetector
+from flows.detector_baselines import _trailing_sums
 from flows.detector_eval import (
-    BUDGET,
     MAX_DELAY,
     PER_DAY,
     PER_WEEK,
+    Candidate,
     LabelledSeries,
     SeriesResult,
     _grid,
@@ -48,24 +48,25 @@ from flows.detector_eval import (
     _layout,
     _profile,
     add_set_arguments,
-    evaluate,
     markdown,
     recall_by_size,
     robust_unit,
+    run_candidate,
     seeds_from,
     summarise,
+    tune,
 )
 
 SHARE_BASES = (20.0, 60.0, 200.0)  # items per window at the volume profile's mean
 MIN_TOTAL = ShareDetector().min_total
 
 
-@dataclass
-class ShareSeries:
-    """A share key: ``series.values`` are the negative items per window (shifts included),
-    ``series.expected`` is total x the true share; ``total`` is every item of the window."""
+@dataclass(kw_only=True)
+class ShareSeries(LabelledSeries):
+    """A share key, scored like any labelled series: ``values`` are the negative items per
+    window (shifts included), ``expected`` is total x the true share; ``total`` is every item
+    of the window."""
 
-    series: LabelledSeries
     total: np.ndarray
     share: np.ndarray  # the true negative share of every window
     rho: np.ndarray  # the beta-binomial intra-class correlation of every window
@@ -105,11 +106,11 @@ def share_series(rng: np.random.Generator, *, weeks: int, base: float, name: str
     for s in spikes:  # what the cap at the total left of each shift
         s.excess = values[s.onset : s.end] - clean[s.onset : s.end]
     sd = np.sqrt(np.maximum(variance, 0.25))  # an empty window: half an item, not zero
-    labelled = LabelledSeries(
+    return ShareSeries(
         name, f"share-{base:g}", values, expected, sd, spikes, [shift], bursts,
         law="gauss",  # only spike_evidence reads it; no table here reports that
+        total=total.astype(int), share=share, rho=rho,
     )  # fmt: skip
-    return ShareSeries(labelled, total.astype(int), share, rho)
 
 
 def build_share_set(*, weeks: int, seeds) -> list[ShareSeries]:
@@ -127,8 +128,7 @@ def build_share_set(*, weeks: int, seeds) -> list[ShareSeries]:
 
 def yuqing_share_alerts(key: ShareSeries, open_level: float) -> np.ndarray:
     detector = ShareDetector(config=replace(DetectorConfig(), open_level=open_level))
-    times = key.series.times
-    values, total = key.series.values, key.total
+    times, values, total = key.times, key.values, key.total
     return np.array(
         [
             detector.update(times[i], int(values[i]), int(total[i])).alerting
@@ -140,7 +140,7 @@ def yuqing_share_alerts(key: ShareSeries, open_level: float) -> np.ndarray:
 def oracle_share_score(key: ShareSeries) -> np.ndarray:
     """The scan of 1-3 scored windows' z, each z the mid-p upper tail of the negative count
     under the true beta-binomial (binomial where there is no over-dispersion)."""
-    x, n = key.series.values.astype(int), key.total
+    x, n = key.values.astype(int), key.total
     p, rho = key.share, key.rho
     scored = n >= MIN_TOTAL
     tail = np.ones(len(n))
@@ -155,51 +155,19 @@ def oracle_share_score(key: ShareSeries) -> np.ndarray:
         x[plain], n[plain], p[plain]
     )
     z = np.where(scored, -stats.norm.ppf(np.clip(tail, 1e-300, 1.0)), 0.0)
-    best = np.full(len(z), -np.inf)
-    sums = np.zeros(len(z))
-    for k in range(1, DetectorConfig().scan + 1):
-        sums[k - 1 :] += z[: len(z) - k + 1]
-        best = np.maximum(best, sums / math.sqrt(k))
+    scan = range(1, DetectorConfig().scan + 1)
+    best = np.max([_trailing_sums(z, k) / math.sqrt(k) for k in scan], axis=0)
     return np.where(scored, best, 0.0)
 
 
-@dataclass(frozen=True)
-class ShareCandidate:
-    name: str
-    alerts: Callable[[ShareSeries, float], np.ndarray]  # -> alert (bool) per window
-    thresholds: tuple[float, ...]
-    default: float | None = None
-
-
-def share_candidates() -> list[ShareCandidate]:
-    cache: dict[str, np.ndarray] = {}
-
-    def oracle(key: ShareSeries, threshold: float) -> np.ndarray:
-        if key.series.name not in cache:
-            cache[key.series.name] = oracle_share_score(key)
-        return cache[key.series.name] >= threshold
-
+def share_candidates() -> list[Candidate]:
     return [
-        ShareCandidate(
-            "yuqing share", yuqing_share_alerts, _grid(3.2, 6.0, 0.05), DetectorConfig().open_level
+        Candidate(
+            "yuqing share", yuqing_share_alerts, _grid(3.2, 6.0, 0.05),
+            DetectorConfig().open_level, score_once=False,
         ),
-        ShareCandidate("oracle share scan", oracle, _grid(2.5, 6.0, 0.05)),
-    ]
-
-
-def run_share(
-    candidate: ShareCandidate, keys: list[ShareSeries], threshold: float
-) -> list[SeriesResult]:
-    return [evaluate(k.series, candidate.alerts(k, threshold)) for k in keys]
-
-
-def tune_share(candidate: ShareCandidate, dev: list[ShareSeries]) -> float:
-    """The lowest threshold at which every family keeps within BUDGET false alerts per key and
-    week on the dev seeds (the grid's highest if none does)."""
-    for threshold in candidate.thresholds:
-        if (summarise(run_share(candidate, dev, threshold))["false_per_key_week"] <= BUDGET).all():
-            return float(threshold)
-    return float(candidate.thresholds[-1])
+        Candidate("oracle share scan", lambda key, _: oracle_share_score(key), _grid(2.5, 6.0, 0.05)),
+    ]  # fmt: skip
 
 
 def recall_scorable(keys: list[ShareSeries], results: list[SeriesResult]) -> pd.DataFrame:
@@ -207,7 +175,7 @@ def recall_scorable(keys: list[ShareSeries], results: list[SeriesResult]) -> pd.
     rows = [
         (spike.size_sd, delay is not None)
         for key, result in zip(keys, results, strict=True)
-        for spike, (_, _, delay, _) in zip(key.series.spikes, result.found, strict=True)
+        for spike, (_, _, delay, _) in zip(key.spikes, result.found, strict=True)
         if key.scorable(spike.onset)
     ]
     frame = pd.DataFrame(rows, columns=["size_sd", "found"])
@@ -231,13 +199,14 @@ def main(argv: list[str] | None = None) -> None:
         splits["test"] = build_share_set(weeks=args.weeks, seeds=test_seeds)
     comparison = []
     for candidate in share_candidates():
-        tuned = tune_share(candidate, splits["dev"])
+        cache: dict = {}
+        tuned, _ = tune(candidate, splits["dev"], cache)
         settings = [(tuned, "tuned on dev")]
-        if candidate.default is not None and not math.isclose(candidate.default, tuned):
-            settings.append((candidate.default, "default"))
+        if candidate.published is not None and not math.isclose(candidate.published, tuned):
+            settings.append((candidate.published, "default"))
         for value, label in settings:
             for split, keys in splits.items():
-                results = run_share(candidate, keys, value)
+                results = run_candidate(candidate, keys, value, cache)
                 out.write(
                     f"\n#### {candidate.name}, threshold {value:.3g} ({label}), {split} seeds\n\n"
                 )

@@ -8,14 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from flows.detector_eval import PER_WEEK, LabelledSeries, SeriesResult, Spike, evaluate, summarise
+from flows.detector_eval import PER_WEEK, SeriesResult, Spike, evaluate, run_candidate, summarise
 from flows.share_eval import (
     MIN_TOTAL,
     ShareSeries,
     main,
     oracle_share_score,
     recall_scorable,
-    run_share,
     share_candidates,
     share_series,
 )
@@ -23,11 +22,11 @@ from flows.share_eval import (
 
 def test_share_shifts_keep_the_volume_and_have_their_size_at_the_peak():
     key = share_series(np.random.default_rng(7), weeks=1, base=60.0, name="s")
-    values, total = key.series.values, key.total
+    values, total = key.values, key.total
     assert len(total) == PER_WEEK and (values <= total).all() and (values >= 0).all()
-    assert len(key.series.spikes) == 3 and key.series.family == "share-60"
+    assert len(key.spikes) == 3 and key.family == "share-60"
     in_spike = np.zeros(len(total), dtype=bool)
-    for s in key.series.spikes:
+    for s in key.spikes:
         in_spike[s.onset : s.end] = True
         peak = s.rise - 1
         clean = values[s.onset + peak] - s.excess[peak]
@@ -36,7 +35,7 @@ def test_share_shifts_keep_the_volume_and_have_their_size_at_the_peak():
         else:
             assert s.excess[peak] == total[s.onset + peak] - clean
         # one robust sd of a negative count at this volume: about sqrt(n p (1 - p))
-        assert s.unit_sd == pytest.approx(key.series.noise_sd[s.onset], rel=0.5)
+        assert s.unit_sd == pytest.approx(key.noise_sd[s.onset], rel=0.5)
     # away from the shifts the negative count follows the true share
     observed = values[~in_spike].sum() / total[~in_spike].sum()
     true = (key.share * total)[~in_spike].sum() / total[~in_spike].sum()
@@ -44,12 +43,12 @@ def test_share_shifts_keep_the_volume_and_have_their_size_at_the_peak():
 
 
 def _flat_key(values, total, share=0.2, spikes=()) -> ShareSeries:
-    n = len(values)
-    labelled = LabelledSeries(
-        "flat", "share-60", np.asarray(values, float), np.asarray(total) * share,
-        np.sqrt(np.asarray(total) * share * (1 - share)), list(spikes), [], [],
+    n, total = len(values), np.asarray(total)
+    return ShareSeries(
+        "flat", "share-60", np.asarray(values, float), total * share,
+        np.sqrt(total * share * (1 - share)), list(spikes), [], [],
+        total=total, share=np.full(n, share), rho=np.zeros(n),
     )  # fmt: skip
-    return ShareSeries(labelled, np.asarray(total), np.full(n, share), np.zeros(n))
 
 
 def test_the_oracle_share_scan_is_calm_on_noise_and_high_on_a_shift():
@@ -67,7 +66,7 @@ def test_the_oracle_share_scan_is_calm_on_noise_and_high_on_a_shift():
 def test_yuqing_finds_the_large_shifts_of_a_busy_key_within_its_budget():
     key = share_series(np.random.default_rng(11), weeks=2, base=200.0, name="busy")
     yuqing = next(c for c in share_candidates() if c.name == "yuqing share")
-    (result,) = run_share(yuqing, [key], 3.65)
+    (result,) = run_candidate(yuqing, [key], 3.65, {})
     large = [d for size, _, d, _ in result.found if size >= 6]
     assert large and all(d is not None and d <= 2 for d in large)
     assert result.false_episodes <= 2  # the budget: one a week
@@ -84,7 +83,7 @@ def test_recall_scorable_leaves_out_shifts_in_windows_that_are_not_scored():
     assert key.scorable(100) and not key.scorable(403) and key.scorable(408)
     alert = np.zeros(600, dtype=bool)
     alert[101] = True
-    table = recall_scorable([key], [evaluate(key.series, alert)]).set_index("size_sd")
+    table = recall_scorable([key], [evaluate(key, alert)]).set_index("size_sd")
     assert table.loc["all", "scorable_shifts"] == 1 and table.loc["all", "recall"] == 1.0
 
 
